@@ -1,0 +1,286 @@
+"""Evaluate WS-AVS with the official AVSBench metrics (mIoU and F-score, beta^2 = 0.3).
+
+    python eval.py runs/wsavs/best.pt                       # root/subset from the checkpoint, test split
+    python eval.py --pred-dir P --root AVSBench --subset s4  # any method's saved 8-bit probability PNGs
+
+Metrics are computed at the ground-truth resolution. The F-score headline groups frames by video, as
+AVSBench does (the WS-AVS release grouped by single frame; that number is reported too, named).
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from data import AVSBench, DataError, S4_CATEGORIES, error_line, write_mask_png
+from wsavs import WSAVS, Config, PretrainedWeightsError
+
+BETA2 = 0.3
+F_THRESHOLDS = torch.linspace(0, 1 - 1e-10, 255)  # float32, as in the official code (the last rounds to 1.0)
+
+
+class CheckpointError(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics (reference.md section 2)
+
+def frame_iou(prob, gt):
+    """prob (N, H, W) in [0, 1], gt (N, H, W) bool -> (N,) IoU of prob > 0.5; an empty GT scores the
+    fraction of pixels predicted background."""
+    pred = prob > 0.5
+    inter = (pred & gt).sum(dim=(1, 2)).double()
+    union = (pred | gt).sum(dim=(1, 2)).double()
+    empty = gt.sum(dim=(1, 2)) == 0
+    true_negative = (~pred & ~gt).sum(dim=(1, 2)).double()
+    pixels = gt.shape[1] * gt.shape[2]
+    inter = torch.where(empty, true_negative, inter)
+    union = torch.where(empty, torch.full_like(union, pixels), union)
+    return inter / union.clamp_min(1)
+
+
+def frame_f_curves(prob, gt):
+    """(N, 255) F-measure of prob >= t at each threshold t; NaN rows for frames with an empty GT
+    (they are skipped). Counts come from a histogram of how many thresholds each pixel passes, which
+    gives the same numbers as thresholding 255 times."""
+    n = prob.shape[0]
+    passed = torch.searchsorted(F_THRESHOLDS, prob.reshape(n, -1).float().contiguous(), right=True)  # (N, HW) in 0..255
+    positives = gt.reshape(n, -1).double()
+    hist_all = torch.zeros(n, 256, dtype=torch.float64).scatter_add_(1, passed, torch.ones_like(positives))
+    hist_pos = torch.zeros(n, 256, dtype=torch.float64).scatter_add_(1, passed, positives)
+    # pixels predicted positive at threshold k are those that passed more than k thresholds
+    predicted = hist_all.flip(1).cumsum(1).flip(1)[:, 1:]       # (N, 255)
+    true_pos = hist_pos.flip(1).cumsum(1).flip(1)[:, 1:]        # (N, 255)
+    gt_pos = positives.sum(1, keepdim=True)
+    precision = true_pos / (predicted + 1e-20)
+    recall = true_pos / (gt_pos + 1e-20)
+    f = ((1 + BETA2) * precision * recall / (BETA2 * precision + recall)).nan_to_num(0.0)
+    return torch.where(gt_pos > 0, f, torch.full_like(f, float("nan")))
+
+
+def grouped_fscore(curves, groups):
+    """Mean over groups of (max over thresholds of the group's mean F curve); a group whose frames
+    all have empty GT contributes 0."""
+    scores = []
+    for g in dict.fromkeys(groups):
+        rows = curves[[i for i, x in enumerate(groups) if x == g]]
+        valid = rows[~rows[:, 0].isnan()]
+        scores.append(valid.mean(0).max().item() if len(valid) else 0.0)
+    return float(np.mean(scores)) if scores else 0.0
+
+
+class Scores:
+    """Per-frame IoU and F curves, accumulated over a split, then summarised."""
+
+    def __init__(self, keep_predictions=False):
+        self.iou, self.curves, self.videos, self.categories, self.keys = [], [], [], [], []
+        self.predictions = {} if keep_predictions else None     # key -> uint8 (H, W)
+
+    def add(self, prob, gt, videos, categories, keys):
+        self.iou.append(frame_iou(prob, gt))
+        self.curves.append(frame_f_curves(prob, gt))
+        self.videos += list(videos)
+        self.categories += [int(c) for c in categories]
+        self.keys += list(keys)
+        if self.predictions is not None:
+            for key, p in zip(keys, prob):
+                self.predictions[key] = (p * 255).round().to(torch.uint8).numpy()
+
+    def video_iou(self):
+        iou = torch.cat(self.iou)
+        per_video = {}
+        for v, x in zip(self.videos, iou.tolist()):
+            per_video.setdefault(v, []).append(x)
+        return {v: float(np.mean(xs)) for v, xs in per_video.items()}
+
+    def summary(self):
+        iou, curves = torch.cat(self.iou), torch.cat(self.curves)
+        result = {"miou": iou.mean().item(), "fscore": grouped_fscore(curves, self.videos),
+                  "fscore_grouping": "video", "fscore_per_frame": grouped_fscore(curves, self.keys),
+                  "frames": len(self.keys), "videos": len(set(self.videos)), "per_category": {}}
+        for c in sorted(set(self.categories)):
+            if c < 0:
+                continue
+            rows = [i for i, x in enumerate(self.categories) if x == c]
+            result["per_category"][S4_CATEGORIES[c]] = {
+                "miou": iou[rows].mean().item(),
+                "fscore": grouped_fscore(curves[rows], [self.videos[i] for i in rows]), "frames": len(rows)}
+        return result
+
+
+def format_summary(result):
+    lines = [f"mIoU {100 * result['miou']:.2f}  F-score {100 * result['fscore']:.2f} (grouped by video; "
+             f"per-frame grouping {100 * result['fscore_per_frame']:.2f})  "
+             f"[{result['frames']} frames, {result['videos']} videos]"]
+    for name, r in result["per_category"].items():
+        lines.append(f"  {name:32s} mIoU {100 * r['miou']:6.2f}  F {100 * r['fscore']:6.2f}  ({r['frames']} frames)")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Running a model
+
+@torch.no_grad()
+def evaluate(model, loader, device, keep_predictions=False, desc="eval"):
+    model.eval()
+    scores = Scores(keep_predictions)
+    for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
+        has = batch["has_mask"]                                  # S4 train frames 2-5 have no GT: skipped
+        if not has.any():
+            continue
+        logits = model(batch["image"][has].to(device), batch["audio"][has].to(device))["mask_logits"]
+        gt = batch["mask"][has, 0] > 0.5                         # (b, H, W) at GT resolution
+        logits = F.interpolate(logits.float(), size=gt.shape[-2:], mode="bilinear", align_corners=False)
+        pick = lambda values: [v for v, h in zip(values, has.tolist()) if h]
+        scores.add(torch.sigmoid(logits)[:, 0].cpu(), gt, pick(batch["video"]), pick(batch["category"].tolist()),
+                   pick(batch["key"]))
+    return scores
+
+
+def load_checkpoint(path, map_location="cpu"):
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or not {"model", "config", "args"} <= set(ckpt):
+        raise CheckpointError(f"{path}: not a wsavs checkpoint (expected keys model, config, args)")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt, path):
+    try:
+        cfg = Config(**{**ckpt["config"], "pretrained": False})
+        model = WSAVS(cfg)
+        model.load_state_dict(ckpt["model"])
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: saved with another architecture ({str(e).splitlines()[0][:200]})") from None
+    return model
+
+
+def pick_device(name):
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DataError(f"--device {name}: CUDA is not available on this machine")
+    return torch.device(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pictures: frame | GT | prediction, one row per frame of a video
+
+def overlay(frame, mask, colour):
+    out = frame.astype(np.float32)
+    out[mask] = 0.45 * out[mask] + 0.55 * np.array(colour, np.float32)
+    return out.astype(np.uint8)
+
+
+def save_overlays(dataset, scores, videos, out_dir):
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for video in videos:
+        rows = []
+        for index in dataset.indices_of(video):
+            key = dataset.keys[index]
+            gt = np.array(Image.open(dataset.mask_path(index))) > 0 if dataset.has_gt(index) else None
+            pred = scores.predictions[key]
+            frame = np.array(Image.open(dataset.image_path(index)).convert("RGB").resize(pred.shape[::-1]))
+            gt_panel = overlay(frame, gt, (0, 220, 0)) if gt is not None else frame // 3
+            rows.append(np.concatenate([frame, gt_panel, overlay(frame, pred > 127, (230, 40, 40))], axis=1))
+        Image.fromarray(np.concatenate(rows, axis=0)).save(out_dir / f"{video}.png")
+
+
+def report(scores, dataset, out_dir, n_sample, n_worst):
+    result = scores.summary()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+    if scores.predictions is not None and (n_sample or n_worst):
+        video_iou = scores.video_iou()
+        save_overlays(dataset, scores, list(video_iou)[:n_sample], out_dir / "overlays" / "sample")
+        worst = sorted(video_iou, key=video_iou.get)[:n_worst]
+        save_overlays(dataset, scores, worst, out_dir / "overlays" / "worst")
+    print(format_summary(result))
+    print(f"wrote {out_dir / 'metrics.json'}" + (f" and overlays under {out_dir / 'overlays'}" if n_sample or n_worst else ""))
+    return result
+
+
+def read_prediction(path, shape):
+    if not path.is_file():
+        raise DataError(f"{path}: missing prediction (expected an 8-bit PNG per GT mask, same tree and names)")
+    try:
+        pred = np.array(Image.open(path).convert("L"), dtype=np.float32) / 255.0
+    except Exception as e:
+        raise DataError(f"{path}: unreadable prediction PNG ({type(e).__name__})") from None
+    if pred.shape != tuple(shape):
+        raise DataError(f"{path}: prediction is {pred.shape[1]}x{pred.shape[0]}, GT mask is {shape[1]}x{shape[0]}")
+    return torch.from_numpy(pred)
+
+
+def evaluate_pred_dir(pred_dir, dataset, keep_predictions):
+    scores = Scores(keep_predictions)
+    for index in tqdm(range(len(dataset)), desc="eval", leave=False, dynamic_ncols=True):
+        if not dataset.has_gt(index):
+            continue
+        item = dataset.gt_item(index)
+        gt = item["mask"][0] > 0.5
+        prob = read_prediction(Path(pred_dir) / f"{item['key']}.png", gt.shape)
+        scores.add(prob[None], gt[None], [item["video"]], [item["category"]], [item["key"]])
+    return scores
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", nargs="?", help="a checkpoint written by train.py (last.pt / best.pt)")
+    p.add_argument("--pred-dir", help="evaluate saved predictions instead of a checkpoint: 8-bit PNG probability "
+                   "maps (0-255) in the same tree and names as gt_masks")
+    p.add_argument("--root", help="AVSBench folder or a subset folder (default: the checkpoint's)")
+    p.add_argument("--subset", choices=["s4", "ms3"], help="default: the checkpoint's")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="split to evaluate (default test)")
+    p.add_argument("--out", help="output folder for metrics.json and overlays "
+                   "(default: eval-<split> beside the checkpoint or the prediction folder)")
+    p.add_argument("--batch-size", type=int, default=32, help="frames per forward pass")
+    p.add_argument("--workers", type=int, default=4, help="data-loading processes")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
+    p.add_argument("--overlays", type=int, default=8, help="number of videos drawn as frame|GT|prediction PNGs")
+    p.add_argument("--worst", type=int, default=8, help="number of lowest-mIoU videos drawn as failure cases")
+    p.add_argument("--save-preds", action="store_true",
+                   help="also write predicted probability PNGs under OUT/preds (readable by --pred-dir)")
+    args = p.parse_args(argv)
+    if (args.checkpoint is None) == (args.pred_dir is None):
+        p.error("give either a checkpoint or --pred-dir")
+    keep = bool(args.overlays or args.worst or args.save_preds)
+
+    if args.pred_dir:
+        if not (args.root and args.subset):
+            p.error("--pred-dir needs --root and --subset")
+        dataset = AVSBench(args.root, args.subset, args.split)
+        scores = evaluate_pred_dir(args.pred_dir, dataset, keep)
+        out_dir = Path(args.out or f"{Path(args.pred_dir).resolve()}-eval-{args.split}")
+    else:
+        ckpt = load_checkpoint(args.checkpoint)
+        model = model_from_checkpoint(ckpt, args.checkpoint)
+        device = pick_device(args.device)
+        dataset = AVSBench(args.root or ckpt["args"]["root"], args.subset or ckpt["args"]["subset"], args.split,
+                           img_size=model.cfg.img_size)
+        loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers)
+        scores = evaluate(model.to(device), loader, device, keep)
+        out_dir = Path(args.out or Path(args.checkpoint).resolve().parent / f"eval-{args.split}")
+    if args.save_preds:
+        for key, pred in scores.predictions.items():
+            write_mask_png(out_dir / "preds" / f"{key}.png", pred / 255.0)
+    return report(scores, dataset, out_dir, args.overlays, args.worst)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (DataError, CheckpointError, PretrainedWeightsError) as e:
+        sys.exit(f"error: {error_line(e)}")

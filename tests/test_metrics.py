@@ -1,0 +1,89 @@
+"""The official AVSBench metrics on hand-worked cases (reference.md section 2)."""
+import math
+
+import pytest
+import torch
+
+from eval import F_THRESHOLDS, Scores, frame_f_curves, frame_iou, grouped_fscore
+
+
+def square_gt(size=4, cells=((0, 0), (0, 1), (1, 0), (1, 1))):
+    gt = torch.zeros(1, size, size, dtype=torch.bool)
+    for r, c in cells:
+        gt[0, r, c] = True
+    return gt
+
+
+def test_perfect_prediction():
+    gt = square_gt()
+    prob = gt.float()
+    assert frame_iou(prob, gt).item() == 1.0
+    assert frame_f_curves(prob, gt).max().item() == pytest.approx(1.0)
+
+
+def test_all_wrong_prediction():
+    gt = square_gt()                                   # 4 of 16 pixels
+    prob = (~gt).float()
+    assert frame_iou(prob, gt).item() == 0.0
+    curve = frame_f_curves(prob, gt)[0]
+    # only threshold 0 predicts everything positive: P = 4/16, R = 1, F = 1.3 P / (0.3 P + R)
+    assert curve[0].item() == pytest.approx(1.3 * 0.25 / (0.3 * 0.25 + 1))
+    assert curve[1:].abs().max().item() == 0.0
+
+
+def test_empty_gt_scores_true_negative_ratio_and_is_skipped_by_f():
+    gt = torch.zeros(1, 4, 4, dtype=torch.bool)
+    prob = square_gt().float()                         # 4 of 16 pixels predicted foreground
+    assert frame_iou(prob, gt).item() == pytest.approx(12 / 16)
+    curves = frame_f_curves(prob, gt)
+    assert torch.isnan(curves).all()
+    assert grouped_fscore(curves, ["v"]) == 0.0        # a group without a valid frame contributes 0
+
+
+def test_iou_partial_overlap():
+    gt = square_gt()                                   # rows 0-1, cols 0-1
+    prob = square_gt(cells=((0, 0), (0, 1), (0, 2), (0, 3))).float() * 0.7   # row 0
+    assert frame_iou(prob, gt).item() == pytest.approx(2 / 6)
+    assert frame_iou(prob * 0.5 / 0.7, gt).item() == 0.0        # 0.5 is not > 0.5
+
+
+def test_grouping_by_video_vs_by_frame():
+    curves = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.2, 0.4], [float("nan"), float("nan")]])
+    videos = ["a", "a", "b", "b"]
+    # video a: mean curve [0.5, 0.5] -> 0.5; video b: its valid frame -> 0.4
+    assert grouped_fscore(curves, videos) == pytest.approx(0.45)
+    # per frame: 1, 1, 0.4 and 0 for the empty frame
+    assert grouped_fscore(curves, ["1", "2", "3", "4"]) == pytest.approx(2.4 / 4)
+
+
+@pytest.mark.parametrize("shape", [(3, 8, 8), (2, 7, 5), (1, 224, 224)])
+def test_f_curves_match_thresholding_255_times(shape):
+    g = torch.Generator().manual_seed(sum(shape))
+    prob = torch.rand(shape, generator=g)
+    prob[0, 0, :3] = torch.tensor([0.0, 1.0, F_THRESHOLDS[100].item()])   # exact threshold values
+    gt = torch.rand(shape, generator=g) > 0.6
+    fast = frame_f_curves(prob, gt)
+    for k in (0, 1, 100, 127, 253, 254):
+        t = F_THRESHOLDS[k]
+        pred = (prob >= t).double()
+        tp = (pred * gt).sum(dim=(1, 2))
+        precision = tp / (pred.sum(dim=(1, 2)) + 1e-20)
+        recall = tp / (gt.sum(dim=(1, 2)) + 1e-20)
+        f = (1.3 * precision * recall / (0.3 * precision + recall)).nan_to_num(0.0)
+        torch.testing.assert_close(fast[:, k], f, rtol=1e-12, atol=1e-12)
+
+
+def test_scores_summary_per_category_and_counts():
+    gt = square_gt().repeat(4, 1, 1)
+    prob = torch.stack([gt[0].float(), gt[0].float(), (~gt[0]).float(), gt[0].float()])
+    scores = Scores()
+    scores.add(prob, gt, ["a", "a", "b", "b"], [0, 0, 6, 6], ["k1", "k2", "k3", "k4"])
+    result = scores.summary()
+    assert result["miou"] == pytest.approx(0.75)
+    assert result["frames"] == 4 and result["videos"] == 2 and result["fscore_grouping"] == "video"
+    assert result["per_category"]["ambulance_siren"]["miou"] == 1.0
+    assert result["per_category"]["dog_barking"]["miou"] == pytest.approx(0.5)
+    # video b averages the all-wrong curve (0.30 at t = 0, then 0) with a perfect one (0.30 at t = 0, then 1):
+    # max 0.5; video a scores 1
+    assert result["fscore"] == pytest.approx((1.0 + 0.5) / 2)
+    assert not math.isnan(result["fscore_per_frame"])

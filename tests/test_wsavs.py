@@ -1,0 +1,162 @@
+"""The method in wsavs.py: shapes through the model, Eq. 1, and each loss on cases with known answers."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from wsavs import (WSAVS, AudioVisualFusion, Config, PseudoMaskNet, c2am_loss, m2icl_loss, refine_pseudo_mask,
+                   saliency_loss, sim_max, sim_min, wsavs_loss)
+
+
+def small_config(**kw):
+    return Config(**{"backbone": "resnet18", "dim": 32, "decoder_dim": 16, "pretrained": False,
+                     "audio_stem_stride": 4, **kw})
+
+
+@pytest.mark.parametrize("backbone,size,batch", [("resnet18", 64, 2), ("resnet18", 80, 3), ("resnet18", 70, 1),
+                                                 ("resnet50", 64, 2)])
+def test_model_shapes(backbone, size, batch):
+    torch.manual_seed(0)
+    model = WSAVS(small_config(backbone=backbone, img_size=size)).eval()
+    with torch.no_grad():
+        out = model(torch.randn(batch, 3, size, size), torch.randn(batch, 1, 257, 300))
+    assert out["mask_logits"].shape == (batch, 1, size, size)
+    assert out["audio_embed"].shape == (batch, 32)
+    sizes = [tuple(v.shape) for v in out["visual_maps"]]
+    expected = [math.ceil(size / 4)]
+    for _ in range(3):
+        expected.append(math.ceil(expected[-1] / 2))
+    assert sizes == [(batch, 32, e, e) for e in expected]
+    assert torch.isfinite(out["mask_logits"]).all()
+
+
+def test_mask_depends_on_audio():
+    torch.manual_seed(0)
+    model = WSAVS(small_config(img_size=64)).eval()
+    image = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        a = model(image, torch.randn(1, 1, 257, 300))["mask_logits"]
+        b = model(image, torch.randn(1, 1, 257, 300))["mask_logits"]
+    assert (a - b).abs().max() > 1e-4
+
+
+def test_fusion_equals_explicit_non_local_block():
+    """Eq. 1 with the hw x hw affinity written out, audio tiled over every position."""
+    torch.manual_seed(1)
+    fusion = AudioVisualFusion(8)
+    visual, audio = torch.randn(2, 8, 3, 5), torch.randn(2, 8)
+    hw = 15
+    theta = fusion.theta(visual).flatten(2).transpose(1, 2)                # (B, hw, 4)
+    omega = fusion.omega(visual).flatten(2).transpose(1, 2)                # (B, hw, 4)
+    phi = fusion.phi(audio)[:, None, :].expand(2, hw, 4)                   # tiled audio, (B, hw, 4)
+    attended = (theta @ phi.transpose(1, 2)) / hw @ omega                  # (B, hw, 4)
+    expected = visual + fusion.mu(attended.transpose(1, 2).reshape(2, 4, 3, 5))
+    torch.testing.assert_close(fusion(visual, audio), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_m2icl_known_answer():
+    # audio i matches visual i at exactly one position (cos 1) and is orthogonal to the other sample
+    audio = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    visual = torch.tensor([[[1.0, -1.0], [0.0, 0.0]],                      # sample 0: positions e0, -e0
+                           [[0.0, 0.0], [1.0, 0.5]]])                      # sample 1: e1, e1/2
+    tau = 0.5
+    loss = m2icl_loss(audio, [visual], torch.tensor([0, 1]), tau)
+    # logits = [[1, 0], [0, 1]] / tau in both directions
+    assert loss.item() == pytest.approx(2 * math.log(1 + math.exp(-1 / tau)), rel=1e-6)
+    # two stages add up
+    assert m2icl_loss(audio, [visual, visual], torch.tensor([0, 1]), tau).item() == pytest.approx(2 * loss.item())
+
+
+def test_m2icl_masks_frames_of_the_same_video():
+    audio = torch.tensor([[1.0, 0.0], [1.0, 0.0]])      # two frames of one video, identical
+    visual = torch.tensor([[[1.0], [0.0]], [[1.0], [0.0]]])
+    same = m2icl_loss(audio, [visual], torch.tensor([3, 3]), 0.1)
+    different = m2icl_loss(audio, [visual], torch.tensor([3, 4]), 0.1)
+    assert same.item() == pytest.approx(0.0, abs=1e-7)                     # only the positive is left
+    assert different.item() == pytest.approx(2 * math.log(2), rel=1e-6)    # log 2 per row, both directions
+
+
+def test_m2icl_gradients_flow_to_both_inputs():
+    torch.manual_seed(0)
+    audio = torch.randn(4, 8, requires_grad=True)
+    visual = torch.randn(4, 8, 3, 3, requires_grad=True)
+    m2icl_loss(audio, [visual], torch.arange(4), 0.03).backward()
+    assert audio.grad.abs().sum() > 0 and visual.grad.abs().sum() > 0
+
+
+def test_sim_max_and_sim_min_known_answers():
+    x = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    # off-diagonal cosines: rows 0/1 see (1, 0), row 2 sees (0, 0); clamped to [5e-4, 0.9995];
+    # ranks among the others: 0 for the most similar, 1 for the next (ties broken by index)
+    hi, lo = -math.log(0.9995), -math.log(5e-4)
+    w1 = math.exp(-0.25)
+    expected = (hi + lo * w1 + hi + lo * w1 + lo + lo * w1) / 6
+    assert sim_max(x).item() == pytest.approx(expected, rel=1e-5)
+    y = torch.tensor([[0.0, 1.0], [0.0, 1.0], [0.0, 1.0]])
+    # cos(x_i, y_j): 0 for rows 0, 1 and 1 for row 2 -> -log(1 - 5e-4) and -log(1 - 0.9995)
+    assert sim_min(x, y).item() == pytest.approx((6 * -math.log(1 - 5e-4) + 3 * -math.log(5e-4)) / 9, rel=1e-5)
+
+
+def test_c2am_loss_separated_foreground_background():
+    # left half of every image is feature e0, right half e1; the map says "left is foreground"
+    features = torch.zeros(3, 2, 4, 4)
+    features[:, 0, :, :2] = 1.0
+    features[:, 1, :, 2:] = 1.0
+    activation = torch.zeros(3, 1, 4, 4)
+    activation[..., :2] = 1.0
+    hi, lo = -math.log(0.9995), -math.log(1 - 5e-4)
+    # fg/fg and bg/bg pairs at cos 1, each row's two others weighted exp(0) and exp(-0.25); fg/bg at cos 0
+    expected = 2 * hi * (1 + math.exp(-0.25)) / 2 + lo
+    assert c2am_loss(features, activation).item() == pytest.approx(expected, rel=1e-4)  # float32 log near 1
+    # the flipped map gives the same loss: polarity is not decided by the loss, hence the check
+    assert c2am_loss(features, 1 - activation).item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_saliency_loss_targets_are_the_thresholded_map():
+    activation = torch.tensor([0.1, 0.29, 0.31, 0.9]).reshape(1, 1, 2, 2)
+    logits = torch.tensor([-20.0, -20.0, 20.0, 20.0]).reshape(1, 1, 2, 2)
+    assert saliency_loss(logits, activation, 0.3).item() == pytest.approx(0.0, abs=1e-6)
+    assert saliency_loss(-logits, activation, 0.3).item() == pytest.approx(20.0, rel=1e-3)
+
+
+def test_eq6_pseudo_mask_rule():
+    activation = torch.tensor([0.6, 0.4, 0.9, 0.2]).reshape(1, 1, 2, 2)
+    saliency = torch.tensor([0.5, 0.5, 0.05, 0.9]).reshape(1, 1, 2, 2)
+    # foreground iff A > 1 - S: 0.6 > 0.5, 0.4 < 0.5, 0.9 < 0.95, 0.2 > 0.1
+    assert refine_pseudo_mask(activation, saliency).flatten().tolist() == [1.0, 0.0, 0.0, 1.0]
+
+
+def test_pseudo_mask_net_shapes_and_polarity_flag():
+    torch.manual_seed(0)
+    net = PseudoMaskNet(small_config(img_size=64)).eval()
+    image = torch.randn(2, 3, 64, 64)
+    out = net(image)
+    assert out["activation"].shape == (2, 1, 8, 8)
+    assert out["saliency_logits"].shape == (2, 1, 64, 64)
+    mask = net.pseudo_mask(image)
+    assert mask.shape == (2, 1, 64, 64) and set(mask.unique().tolist()) <= {0.0, 1.0}
+    net.flip_polarity.fill_(True)
+    torch.testing.assert_close(net(image)["activation"], 1 - out["activation"])
+    assert net.state_dict()["flip_polarity"].item() is True
+
+
+def test_border_activation():
+    net = PseudoMaskNet(small_config(img_size=224))
+    act = torch.zeros(1, 1, 28, 28)
+    act[..., :1, :] = 1.0                                 # top row of the 28 x 28 map
+    border = net.border_activation(act, (224, 224)).item()
+    assert 0.2 < border < 0.3                             # the top side is lit: about a quarter of the band
+    assert net.border_activation(torch.ones(1, 1, 28, 28), (224, 224)).item() == pytest.approx(1.0)
+
+
+def test_wsavs_loss_is_sum_of_parts():
+    torch.manual_seed(0)
+    model = WSAVS(small_config(img_size=64))
+    out = model(torch.randn(3, 3, 64, 64), torch.randn(3, 1, 257, 300))
+    pseudo = (torch.rand(3, 1, 64, 64) > 0.5).float()
+    loss, parts = wsavs_loss(out, pseudo, torch.arange(3), 0.03)
+    assert loss.item() == pytest.approx((parts["avf"] + parts["pmr"]).item(), rel=1e-6)
+    assert parts["pmr"].item() == pytest.approx(F.binary_cross_entropy_with_logits(out["mask_logits"], pseudo).item())
+    loss.backward()
+    assert all(p.grad is not None for p in model.decoder.parameters())

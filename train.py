@@ -1,0 +1,282 @@
+"""Train WS-AVS on AVSBench (S4 or MS3), without any pixel-level label.
+
+    python train.py --root AVSBench                  # the paper's setup on single-source (S4)
+    python train.py --root AVSBench --subset ms3     # multi-source
+    python train.py --demo                           # small synthetic S4 run on a CPU, a few minutes
+
+Two phases:
+  1. Pseudo mask refinement (PMR, section 3.3): train the C2AM class-agnostic map on the training frames,
+     check its polarity after the first epoch, train the saliency head on the map's cues, and write one
+     pseudo mask per training frame under <out>/pseudo_masks/ (reused when present).
+  2. WS-AVS: M2ICL + BCE against the pseudo masks (Eq. 8); validation mIoU/F after every epoch,
+     <out>/last.pt and <out>/best.pt, one JSON line per epoch in <out>/log.jsonl.
+The run ends with the test split evaluated with best.pt (as eval.py does).
+"""
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+import eval as evaluation
+from data import AVSBench, DataError, error_line, synthesize, write_mask_png
+from wsavs import (WSAVS, Config, PretrainedWeightsError, PseudoMaskNet, c2am_loss, saliency_loss, wsavs_loss)
+
+DEMO = dict(root="data/demo-avsbench", subset="s4", out="runs/demo", epochs=12, batch_size=16, lr=1e-3,
+            img_size=96, backbone="resnet18", pretrained=False, dim=128, audio_stem_stride=4, pmr_epochs=6,
+            workers=0)
+DEMO_VIDEOS = 40
+
+
+class TrainingError(Exception):
+    pass
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", default="AVSBench", help="the AVSBench folder (holding Single-source/ and "
+                   "Multi-sources/) or one subset folder (default: AVSBench)")
+    p.add_argument("--subset", default="s4", choices=["s4", "ms3"], help="single-source (s4) or multi-source (ms3)")
+    p.add_argument("--out", default="runs/wsavs", help="output folder: checkpoints, log.jsonl, pseudo_masks/")
+    p.add_argument("--epochs", type=int, default=20, help="WS-AVS training epochs (paper: 20)")
+    p.add_argument("--pmr-epochs", type=int, default=5,
+                   help="epochs for each PMR step, C2AM map then saliency head (the paper does not say; 5)")
+    p.add_argument("--batch-size", type=int, default=64, help="frames per batch; also the M2ICL negatives (paper: 64)")
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (paper: 1e-4)")
+    p.add_argument("--img-size", type=int, default=224, help="input frames are resized to this square size (paper: 224)")
+    p.add_argument("--backbone", default="resnet50", choices=["resnet50", "resnet18"],
+                   help="audio and visual ResNet (paper: resnet50; resnet18 for small runs)")
+    p.add_argument("--no-pretrained", dest="pretrained", action="store_false",
+                   help="random-init visual encoders instead of torchvision ImageNet weights")
+    p.add_argument("--dim", type=int, default=512, help="audio-visual embedding size D (paper release: 512)")
+    p.add_argument("--tau", type=float, default=0.03, help="M2ICL temperature (paper release: 0.03)")
+    p.add_argument("--audio-stem-stride", type=int, default=2,
+                   help="stride of the audio ResNet's first conv: 2 is the standard ResNet; 4 is ~4x cheaper")
+    p.add_argument("--cue-threshold", type=float, default=0.3,
+                   help="class-agnostic activation above which a pixel is a foreground cue for the saliency head")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
+    p.add_argument("--workers", type=int, default=4, help="data-loading processes")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    p.add_argument("--demo", action="store_true",
+                   help=f"generate a small synthetic S4 set in {DEMO['root']} (if absent) and train a small model "
+                        "on the CPU; explicit flags still override the demo's settings")
+    if argv is None:
+        argv = sys.argv[1:]
+    if "--demo" in argv:
+        p.set_defaults(**DEMO)
+    return p.parse_args(argv)
+
+
+def config_from(args):
+    return Config(backbone=args.backbone, dim=args.dim, tau=args.tau, img_size=args.img_size,
+                  audio_stem_stride=args.audio_stem_stride, pretrained=args.pretrained,
+                  cue_threshold=args.cue_threshold)
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def loader(dataset, batch_size, workers, shuffle, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, generator=generator,
+                      drop_last=shuffle and len(dataset) > batch_size)
+
+
+def save_atomic(obj, path):
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def check_finite(loss, step, what):
+    if not torch.isfinite(loss):
+        raise TrainingError(f"non-finite {what} loss at step {step}; the last good checkpoint is kept")
+
+
+# ---------------------------------------------------------------------------------------------
+# Phase 1: pseudo mask refinement
+
+def train_pmr(args, cfg, device, out):
+    """Returns the folder of pseudo masks, one 8-bit PNG per training frame, named by item key."""
+    pseudo_dir = out / "pseudo_masks"
+    recipe = {"root": str(Path(args.root).resolve()), "subset": args.subset, "config": asdict(cfg),
+              "pmr_epochs": args.pmr_epochs, "seed": args.seed}
+    done = pseudo_dir / "done.json"
+    if done.is_file() and json.loads(done.read_text()) == recipe:
+        print(f"PMR: reusing pseudo masks in {pseudo_dir} (delete the folder to regenerate)")
+        return pseudo_dir
+
+    train_set = AVSBench(args.root, args.subset, "train", img_size=cfg.img_size, train_aug=True)
+    net = PseudoMaskNet(cfg).to(device)
+    seed_everything(args.seed)
+
+    # 1a. C2AM: contrast foreground and background features; polarity check after the first epoch
+    params = list(net.visual_encoder.parameters()) + list(net.activation_head.parameters())
+    optimizer = torch.optim.Adam(params, lr=args.lr)
+    for epoch in range(args.pmr_epochs):
+        net.train()
+        border = []
+        for step, batch in enumerate(tqdm(loader(train_set, args.batch_size, args.workers, True, args.seed + epoch),
+                                          desc=f"PMR C2AM {epoch + 1}/{args.pmr_epochs}", leave=False,
+                                          dynamic_ncols=True)):
+            image = batch["image"].to(device)
+            _, features = net.features(image)
+            activation = net.activation(features)
+            loss = c2am_loss(features, activation)
+            check_finite(loss, step, "C2AM")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            border.append(net.border_activation(activation.detach(), image.shape[-2:]).item())
+        if epoch == 0 and np.mean(border) > 0.5:
+            net.flip_polarity.fill_(True)                         # the map fired on the background
+        print(f"PMR C2AM epoch {epoch + 1}/{args.pmr_epochs}  loss {loss.item():.4f}  border activation "
+              f"{np.mean(border):.3f}  polarity {'flipped' if net.flip_polarity else 'kept'}")
+
+    # 1b. saliency head trained on the class-agnostic map's cues, encoder and map frozen
+    optimizer = torch.optim.Adam(net.saliency_head.parameters(), lr=args.lr)
+    for epoch in range(args.pmr_epochs):
+        net.eval()
+        net.saliency_head.train()
+        for step, batch in enumerate(tqdm(loader(train_set, args.batch_size, args.workers, True, args.seed + epoch),
+                                          desc=f"PMR saliency {epoch + 1}/{args.pmr_epochs}", leave=False,
+                                          dynamic_ncols=True)):
+            image = batch["image"].to(device)
+            with torch.no_grad():
+                visual_maps, features = net.features(image)
+                activation = net.activation(features)
+            loss = saliency_loss(net.saliency_head(visual_maps, image.shape[-2:]), activation, cfg.cue_threshold)
+            check_finite(loss, step, "saliency")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        print(f"PMR saliency epoch {epoch + 1}/{args.pmr_epochs}  loss {loss.item():.4f}")
+
+    # 1c. Eq. 6 pseudo masks for every training frame; their agreement with the training GT is printed
+    # as a diagnostic only (it is never used for training)
+    net.eval()
+    torch.save({"model": net.state_dict(), "config": asdict(cfg)}, out / "pmr.pt")
+    plain_set = AVSBench(args.root, args.subset, "train", img_size=cfg.img_size)
+    scores = evaluation.Scores()
+    with torch.no_grad():
+        for batch in tqdm(loader(plain_set, args.batch_size, args.workers, False), desc="PMR pseudo masks",
+                          leave=False, dynamic_ncols=True):
+            pseudo = net.pseudo_mask(batch["image"].to(device)).cpu()      # (B, 1, S, S)
+            for key, mask in zip(batch["key"], pseudo):
+                write_mask_png(pseudo_dir / f"{key}.png", mask[0].numpy())
+            has = batch["has_mask"]
+            if has.any():
+                gt = batch["mask"][has, 0] > 0.5
+                up = torch.nn.functional.interpolate(pseudo[has], size=gt.shape[-2:], mode="nearest")[:, 0]
+                scores.add(up, gt, [v for v, h in zip(batch["video"], has) if h],
+                           batch["category"][has].tolist(), [k for k, h in zip(batch["key"], has) if h])
+    result = scores.summary()
+    print(f"PMR: wrote {len(plain_set)} pseudo masks to {pseudo_dir}; against the training GT (diagnostic): "
+          f"mIoU {100 * result['miou']:.2f}  F {100 * result['fscore']:.2f}")
+    done.write_text(json.dumps(recipe))
+    return pseudo_dir
+
+
+# ---------------------------------------------------------------------------------------------
+# Phase 2: WS-AVS
+
+def train_wsavs(args, cfg, device, out, pseudo_dir):
+    train_set = AVSBench(args.root, args.subset, "train", img_size=cfg.img_size, train_aug=True,
+                         pseudo_mask_dir=pseudo_dir)
+    val_set = AVSBench(args.root, args.subset, "val", img_size=cfg.img_size)
+    video_index = {v: i for i, v in enumerate(train_set.videos)}
+    model = WSAVS(cfg).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    start_epoch, best_miou = 0, -1.0
+    if args.resume:
+        ckpt = evaluation.load_checkpoint(out / "last.pt", map_location=device)
+        if ckpt["config"] != asdict(cfg):
+            raise evaluation.CheckpointError(f"{out / 'last.pt'}: saved with another configuration than these flags")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start_epoch, best_miou = ckpt["epoch"], ckpt["best_miou"]
+        torch.set_rng_state(ckpt["rng"])
+        print(f"resumed from {out / 'last.pt'} after epoch {start_epoch}")
+    val_loader = loader(val_set, args.batch_size, args.workers, False)
+
+    for epoch in range(start_epoch, args.epochs):
+        started = time.time()
+        model.train()
+        totals = {"loss": 0.0, "avf": 0.0, "pmr": 0.0}
+        batches = loader(train_set, args.batch_size, args.workers, True, args.seed + 1000 + epoch)
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, dynamic_ncols=True)
+        for step, batch in enumerate(bar):
+            video_ids = torch.tensor([video_index[v] for v in batch["video"]], device=device)
+            out_ = model(batch["image"].to(device), batch["audio"].to(device))
+            loss, parts = wsavs_loss(out_, batch["pseudo_mask"].to(device), video_ids, cfg.tau)
+            check_finite(loss, epoch * len(batches) + step, "WS-AVS")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            for name, value in (("loss", loss.detach()), *parts.items()):
+                totals[name] += value.item()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        totals = {k: v / max(1, len(batches)) for k, v in totals.items()}
+        val = evaluation.evaluate(model, val_loader, device, desc="val").summary()
+        best = val["miou"] > best_miou
+        best_miou = max(best_miou, val["miou"])
+        record = {"epoch": epoch + 1, **totals, "val_miou": val["miou"], "val_fscore": val["fscore"],
+                  "seconds": round(time.time() - started, 1)}
+        with open(out / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        ckpt = {"model": model.state_dict(), "config": asdict(cfg), "args": vars(args), "epoch": epoch + 1,
+                "optimizer": optimizer.state_dict(), "best_miou": best_miou, "rng": torch.get_rng_state(),
+                "val": {"miou": val["miou"], "fscore": val["fscore"]}}
+        save_atomic(ckpt, out / "last.pt")
+        if best:
+            save_atomic(ckpt, out / "best.pt")
+        print(f"epoch {epoch + 1}/{args.epochs}  loss {totals['loss']:.4f} (avf {totals['avf']:.4f}, "
+              f"pmr {totals['pmr']:.4f})  val mIoU {100 * val['miou']:.2f}  F {100 * val['fscore']:.2f}"
+              f"{'  *best*' if best else ''}  {record['seconds']:.0f}s")
+    return model
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    started = time.time()
+    if args.demo and not (Path(args.root) / "Single-source" / "s4_meta_data.csv").is_file():
+        print(f"demo: writing a synthetic S4 set of {DEMO_VIDEOS} videos to {args.root}")
+        synthesize(args.root, "s4", videos=DEMO_VIDEOS, seed=0)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = evaluation.pick_device(args.device)
+    cfg = config_from(args)
+    seed_everything(args.seed)
+    for split in ("train", "val", "test"):                         # bad data fails now, not after hours
+        AVSBench(args.root, args.subset, split)
+
+    pseudo_dir = train_pmr(args, cfg, device, out)
+    model = train_wsavs(args, cfg, device, out, pseudo_dir)
+
+    best = evaluation.load_checkpoint(out / "best.pt", map_location=device)
+    model.load_state_dict(best["model"])
+    test_set = AVSBench(args.root, args.subset, "test", img_size=cfg.img_size)
+    scores = evaluation.evaluate(model, loader(test_set, args.batch_size, args.workers, False), device,
+                                 keep_predictions=True, desc="test")
+    print(f"test (best.pt, epoch {best['epoch']}):")
+    evaluation.report(scores, test_set, out / "eval-test", n_sample=8, n_worst=8)
+    print(f"done in {(time.time() - started) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (DataError, evaluation.CheckpointError, PretrainedWeightsError, TrainingError) as e:
+        sys.exit(f"error: {error_line(e)}")
