@@ -178,10 +178,11 @@ def pick_device(name):
 # ---------------------------------------------------------------------------------------------
 # Pictures: frame | GT | prediction, one row per frame of a video
 
-def overlay(frame, mask, colour):
-    out = frame.astype(np.float32)
-    out[mask] = 0.45 * out[mask] + 0.55 * np.array(colour, np.float32)
-    return out.astype(np.uint8)
+def highlight(frame, mask):
+    """The frame with everything outside the mask dimmed, so any object colour stays visible."""
+    out = frame.copy()
+    out[~mask] = out[~mask] // 4
+    return out
 
 
 def save_overlays(dataset, scores, videos, out_dir):
@@ -193,8 +194,8 @@ def save_overlays(dataset, scores, videos, out_dir):
             gt = np.array(Image.open(dataset.mask_path(index))) > 0 if dataset.has_gt(index) else None
             pred = scores.predictions[key]
             frame = np.array(Image.open(dataset.image_path(index)).convert("RGB").resize(pred.shape[::-1]))
-            gt_panel = overlay(frame, gt, (0, 220, 0)) if gt is not None else frame // 3
-            rows.append(np.concatenate([frame, gt_panel, overlay(frame, pred > 127, (230, 40, 40))], axis=1))
+            gt_panel = highlight(frame, gt) if gt is not None else np.zeros_like(frame)  # no GT: black
+            rows.append(np.concatenate([frame, gt_panel, highlight(frame, pred > 127)], axis=1))
         Image.fromarray(np.concatenate(rows, axis=0)).save(out_dir / f"{video}.png")
 
 

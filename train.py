@@ -31,7 +31,7 @@ from data import AVSBench, DataError, error_line, synthesize, write_mask_png
 from wsavs import (WSAVS, Config, PretrainedWeightsError, PseudoMaskNet, c2am_loss, saliency_loss, wsavs_loss)
 
 DEMO = dict(root="data/demo-avsbench", subset="s4", out="runs/demo", epochs=12, batch_size=16, lr=1e-3,
-            img_size=96, backbone="resnet18", pretrained=False, dim=128, audio_stem_stride=4, pmr_epochs=6,
+            img_size=96, backbone="resnet18", pretrained=False, dim=128, decoder_dim=64, audio_stem_stride=4, pmr_epochs=6,
             workers=0)
 DEMO_VIDEOS = 40
 
@@ -57,6 +57,7 @@ def parse_args(argv=None):
     p.add_argument("--no-pretrained", dest="pretrained", action="store_false",
                    help="random-init visual encoders instead of torchvision ImageNet weights")
     p.add_argument("--dim", type=int, default=512, help="audio-visual embedding size D (paper release: 512)")
+    p.add_argument("--decoder-dim", type=int, default=128, help="channels of the Panoptic-FPN decoder and saliency head")
     p.add_argument("--tau", type=float, default=0.03, help="M2ICL temperature (paper release: 0.03)")
     p.add_argument("--audio-stem-stride", type=int, default=2,
                    help="stride of the audio ResNet's first conv: 2 is the standard ResNet; 4 is ~4x cheaper")
@@ -77,7 +78,7 @@ def parse_args(argv=None):
 
 
 def config_from(args):
-    return Config(backbone=args.backbone, dim=args.dim, tau=args.tau, img_size=args.img_size,
+    return Config(backbone=args.backbone, dim=args.dim, decoder_dim=args.decoder_dim, tau=args.tau, img_size=args.img_size,
                   audio_stem_stride=args.audio_stem_stride, pretrained=args.pretrained,
                   cue_threshold=args.cue_threshold)
 

@@ -1,0 +1,620 @@
+"""AVSBench data: the on-disk layout (S4 / MS3), frame + audio + mask loading, and a synthetic AVSBench.
+
+    dataset = AVSBench("AVSBench", subset="s4", split="val")   # one item per frame, 5 frames per video
+    python data.py synth --out demo_data --subset s4 --videos 20 --seed 0
+
+Every bad-data problem raises DataError with a one-line message naming the file or folder.
+"""
+import argparse
+import colorsys
+import csv
+import io
+import shutil
+import string
+import time
+from pathlib import Path
+from typing import NamedTuple, Optional
+
+import numpy as np
+import soundfile
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+# -----------------------------------------------------------------------------
+# the layout (see reference.md section 1)
+
+S4_CATEGORIES = [
+    "ambulance_siren", "baby_laughter", "cap_gun_shooting", "cat_meowing", "chainsawing_trees",
+    "coyote_howling", "dog_barking", "driving_buses", "female_singing", "helicopter", "horse_clip-clop",
+    "lawn_mowing", "lions_roaring", "male_speech", "mynah_bird_singing", "playing_acoustic_guitar",
+    "playing_glockenspiel", "playing_piano", "playing_tabla", "playing_ukulele", "playing_violin", "race_car",
+    "typing_on_computer_keyboard",
+]
+SPLITS = ("train", "val", "test")
+FRAMES = (1, 2, 3, 4, 5)  # one frame per second of the 5 s clip
+SUBSET_DIRS = {"s4": "Single-source", "ms3": "Multi-sources"}
+META_CSVS = {"s4": "s4_meta_data.csv", "ms3": "ms3_meta_data.csv"}
+DATA_DIRS = {"s4": "s4_data", "ms3": "ms3_data"}
+S4_COLUMNS = ["name", "start_time", "category", "split"]
+MS3_COLUMNS = ["video_id", "split"]
+SYNTH_MARKER = "SYNTHETIC.txt"  # written by synthesize(); only folders holding it may be overwritten
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+# audio features
+SAMPLE_RATE = 16000
+WINDOW_SECONDS = 3.0
+WINDOW_SAMPLES = int(WINDOW_SECONDS * SAMPLE_RATE)  # 48000
+N_FFT = 512       # -> 257 frequency bins of 31.25 Hz
+WIN_LENGTH = 400  # 25 ms
+HOP_LENGTH = 160  # 10 ms
+N_SPEC_FRAMES = 300
+LOG_FLOOR = 1e-7
+HANN_WINDOW = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(WIN_LENGTH) / WIN_LENGTH)  # periodic Hann, (400,)
+FFT_WINDOW = np.pad(HANN_WINDOW, (N_FFT - WIN_LENGTH) // 2)  # centred in the 512-sample FFT frame, (512,)
+
+
+class DataError(Exception):
+    """Bad data on disk (missing / corrupt / inconsistent); the message is one line naming the file or folder."""
+
+
+def error_line(exc) -> str:
+    """An exception's own one-line message (DataError and other one-line errors). An exception raised in a
+    DataLoader worker is re-raised by torch with the worker's traceback as its message, whose last line is
+    'module.Class: <message>': return just that message."""
+    text = str(exc)
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if "Original Traceback" in text:
+        return lines[-1].split(": ", 1)[-1]
+    return lines[0]
+
+
+def describe(exc) -> str:
+    """A library exception as one short line, for embedding in a DataError message."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+
+
+def subset_root(root, subset) -> Path:
+    """The subset folder ('Single-source' / 'Multi-sources'): root is the AVSBench folder or that folder itself."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: --root is not a folder")
+    if (root / SUBSET_DIRS[subset]).is_dir():
+        return root / SUBSET_DIRS[subset]
+    if (root / META_CSVS[subset]).is_file() or (root / DATA_DIRS[subset]).is_dir():
+        return root
+    raise DataError(f"{root}: holds neither {SUBSET_DIRS[subset]}/ nor {META_CSVS[subset]}; "
+                    f"--root must be the AVSBench folder or its {SUBSET_DIRS[subset]}/ folder")
+
+
+class VideoRow(NamedTuple):
+    video: str
+    category: int            # index into S4_CATEGORIES; -1 for MS3
+    category_name: Optional[str]
+    split: str
+
+
+def read_meta(subset_dir: Path, subset: str) -> list:
+    """The subset's metadata csv as VideoRows, in csv order, validated."""
+    path = subset_dir / META_CSVS[subset]
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing metadata csv") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: unreadable csv ({describe(exc)})") from exc
+    reader = csv.reader(io.StringIO(text))
+    header = [cell.strip().lower() for cell in next(reader, [])]
+    if subset == "s4" and header != S4_COLUMNS:
+        raise DataError(f"{path}: header is {','.join(header) or '(empty)'}, expected {','.join(S4_COLUMNS)}")
+    if subset == "ms3" and (len(header) < 2 or header[1] in SPLITS):
+        raise DataError(f"{path}: header is {','.join(header) or '(empty)'}, expected {','.join(MS3_COLUMNS)}")
+    rows = []
+    for cells in reader:
+        cells = [cell.strip() for cell in cells]
+        if not any(cells):
+            continue
+        where = f"{path}: line {reader.line_num}"
+        if (subset == "s4" and len(cells) != len(S4_COLUMNS)) or len(cells) < 2:
+            raise DataError(f"{where} has {len(cells)} columns, the header has {len(header)}")
+        if subset == "s4":
+            name, _start_time, category_name, split = cells
+            if category_name not in S4_CATEGORIES:
+                raise DataError(f"{where}: unknown category '{category_name}'")
+            row = VideoRow(name, S4_CATEGORIES.index(category_name), category_name, split)
+        else:
+            row = VideoRow(cells[0], -1, None, cells[1])  # MS3: first two columns by position
+        if row.split not in SPLITS:
+            raise DataError(f"{where}: split '{row.split}' is not one of {'/'.join(SPLITS)}")
+        rows.append(row)
+    return rows
+
+
+def video_files(subset_dir: Path, subset: str, split: str, video: str, category_name: Optional[str]):
+    """Paths of one video's files: (5 frame PNGs, WAV, 5 GT-mask PNGs or None where AVSBench has none, 5 keys).
+    A key is the frame's path relative to gt_masks without extension; it names pseudo masks and predictions."""
+    data = subset_dir / DATA_DIRS[subset]
+    if subset == "s4":
+        folder = f"{split}/{category_name}/{video}"
+        frames = [data / "visual_frames" / folder / f"{video}_{i}.png" for i in FRAMES]
+        wav = data / "audio_wav" / split / category_name / f"{video}.wav"
+        frames_with_mask = (1,) if split == "train" else FRAMES
+    else:
+        folder = f"{split}/{video}"
+        frames = [data / "visual_frames" / video / f"{video}.mp4_{i}.png" for i in FRAMES]  # no split folder
+        wav = data / "audio_wav" / split / f"{video}.wav"
+        frames_with_mask = FRAMES
+    keys = [f"{folder}/{video}_{i}" for i in FRAMES]
+    masks = [data / "gt_masks" / f"{key}.png" if i in frames_with_mask else None for i, key in zip(FRAMES, keys)]
+    return frames, wav, masks, keys
+
+
+# -----------------------------------------------------------------------------
+# images and masks
+
+def read_png(path) -> Image.Image:
+    """A fully decoded PIL image; DataError if missing, corrupt or truncated."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing file") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"{path}: corrupt or truncated image ({describe(exc)})") from exc
+
+
+def png_size(path):
+    """(width, height) of an image, from its header only."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing file") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: corrupt image ({describe(exc)})") from exc
+
+
+# Per-item work is PIL + numpy (single-threaded): small multi-threaded torch ops get very slow in a busy process.
+
+def load_image(path, img_size: int, flip=False):
+    """RGB frame -> (ImageNet-normalised float32 (3, img_size, img_size), native (width, height))."""
+    image = read_png(path).convert("RGB")
+    native_size = image.size
+    if image.size != (img_size, img_size):
+        image = image.resize((img_size, img_size), Image.BILINEAR)
+    if flip:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    pixels = (np.asarray(image, dtype=np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD  # (S, S, 3)
+    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))), native_size  # (3, S, S)
+
+
+def load_mask(path, frame_size, flip=False) -> torch.Tensor:
+    """GT mask PNG (palette, gray, RGB...) -> float32 (1, H, W) at its native size, 1 where non-zero."""
+    image = read_png(path)
+    if image.size != frame_size:
+        raise DataError(f"{path}: mask is {image.size[0]}x{image.size[1]} but its frame is "
+                        f"{frame_size[0]}x{frame_size[1]}")
+    if flip:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    width, height = image.size
+    colour_bands = len([band for band in image.getbands() if band != "A"])  # alpha, if any, is the last band
+    labels = np.asarray(image).reshape(height, width, -1)[..., :colour_bands]  # (H, W, bands)
+    foreground = labels.any(axis=-1)  # (H, W)
+    return torch.from_numpy(foreground.astype(np.float32))[None]  # (1, H, W)
+
+
+def load_pseudo_mask(path, img_size: int, flip=False) -> torch.Tensor:
+    """8-bit pseudo mask PNG (>127 = foreground) -> float32 (1, img_size, img_size), resized nearest."""
+    image = read_png(path).convert("L")
+    if image.size != (img_size, img_size):
+        image = image.resize((img_size, img_size), Image.NEAREST)
+    if flip:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return torch.from_numpy((np.asarray(image) > 127).astype(np.float32))[None]  # (1, S, S)
+
+
+def write_mask_png(path, prob_or_mask):
+    """Save an (H, W) array in [0, 1] (probabilities or a binary mask) as an 8-bit 0..255 grayscale PNG."""
+    values = prob_or_mask.detach().cpu().numpy() if torch.is_tensor(prob_or_mask) else np.asarray(prob_or_mask)
+    values = values.squeeze()
+    if values.ndim != 2:
+        raise ValueError(f"write_mask_png({path}): expected an HxW array, got shape {values.shape}")
+    gray = np.round(np.clip(values.astype(np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(gray).save(path)  # uint8 (H, W) -> mode L
+
+
+# -----------------------------------------------------------------------------
+# audio
+
+def check_wav_complete(path, raw: bytes):
+    """libsndfile silently reads a truncated WAV; compare the data chunk's declared size with the file."""
+    if raw[:4] != b"RIFF" or raw[8:12] != b"WAVE":
+        return  # not a RIFF/WAVE file: soundfile decides
+    offset = 12
+    while offset + 8 <= len(raw):
+        chunk_id, chunk_size = raw[offset:offset + 4], int.from_bytes(raw[offset + 4:offset + 8], "little")
+        if chunk_id == b"data":
+            available = len(raw) - offset - 8
+            if chunk_size not in (0, 0xFFFFFFFF) and chunk_size > available:  # 0 / -1: size unknown (streamed)
+                raise DataError(f"{path}: truncated WAV (data chunk declares {chunk_size} bytes, "
+                                f"file holds {available})")
+            return
+        offset += 8 + chunk_size + (chunk_size & 1)  # chunks are word aligned
+
+
+def read_wav(path):
+    """WAV -> (mono float32 (T,) in [-1, 1], sample rate); channels are averaged. DataError if unreadable/empty."""
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing file") from None
+    except OSError as exc:
+        raise DataError(f"{path}: unreadable WAV ({describe(exc)})") from exc
+    check_wav_complete(path, raw)
+    try:
+        wave, sample_rate = soundfile.read(io.BytesIO(raw), dtype="float32", always_2d=True)  # (T, C)
+    except (RuntimeError, ValueError, EOFError) as exc:
+        raise DataError(f"{path}: corrupt WAV ({describe(exc)})") from exc
+    if wave.shape[0] == 0:
+        raise DataError(f"{path}: WAV holds no samples")
+    return wave.mean(axis=1), sample_rate  # (T,)
+
+
+def resample(wave: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """Band-limited resampling of (T,) by truncating / zero-padding its spectrum (ideal low-pass at the lower
+    Nyquist frequency); the output has round(T * rate_out / rate_in) samples."""
+    if rate_in == rate_out:
+        return wave
+    n_in = len(wave)
+    n_out = max(1, round(n_in * rate_out / rate_in))
+    spectrum = np.fft.rfft(wave)  # (n_in // 2 + 1,)
+    n_shared = min(n_in, n_out) // 2 + 1
+    resized = np.zeros(n_out // 2 + 1, dtype=spectrum.dtype)  # (n_out // 2 + 1,)
+    resized[:n_shared] = spectrum[:n_shared]
+    if min(n_in, n_out) % 2 == 0:
+        resized[n_shared - 1] = 0  # the shorter signal's Nyquist bin mixes + and - frequencies: drop it
+    return (np.fft.irfft(resized, n=n_out) * (n_out / n_in)).astype(np.float32)  # (n_out,)
+
+
+def log_spectrogram(wave: np.ndarray, sample_rate: int, centre_s: float) -> torch.Tensor:
+    """Log-magnitude spectrogram (1, 257, 300) of the 3 s window centred on centre_s (clamped to the clip,
+    zero-padded when the clip is shorter). wave: (T,) or (T, C) at any sample rate."""
+    wave = np.asarray(wave, dtype=np.float32)
+    if wave.ndim == 2:
+        wave = wave.mean(axis=1)  # (T, C) -> (T,)
+    wave = resample(wave, sample_rate, SAMPLE_RATE)
+    start = round((centre_s - WINDOW_SECONDS / 2) * SAMPLE_RATE)
+    start = min(max(start, 0), max(len(wave) - WINDOW_SAMPLES, 0))
+    window = wave[start:start + WINDOW_SAMPLES]
+    window = np.pad(window, (0, WINDOW_SAMPLES - len(window)))  # (48000,)
+    # The paper's numbers (22050 Hz, 50 ms window, 25 ms hop) cannot give 257 x 300 from 3 s, so we use a
+    # consistent setting: 16 kHz (AVSBench's own WAV rate), 512-point FFT = 257 bins, 25 ms Hann window, 10 ms hop
+    # (centred STFT: 301 frames, keep the first 300), and log(|X| + 1e-7), which stays finite for silence.
+    padded = np.pad(window, N_FFT // 2, mode="reflect")  # centred frames, as torch.stft(center=True): (48512,)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP_LENGTH][:N_SPEC_FRAMES]  # (300, 512)
+    magnitude = np.abs(np.fft.rfft(frames * FFT_WINDOW, axis=-1))  # (300, 257)
+    log_magnitude = np.log(magnitude + LOG_FLOOR).T.astype(np.float32)  # (257, 300)
+    return torch.from_numpy(np.ascontiguousarray(log_magnitude))[None]  # (1, 257, 300)
+
+
+# -----------------------------------------------------------------------------
+# the dataset
+
+class FrameItem(NamedTuple):
+    video: str
+    frame: int                # 1..5
+    category: int             # index into S4_CATEGORIES; -1 for MS3
+    category_name: Optional[str]
+    image_path: Path
+    mask_path: Optional[Path]  # None where AVSBench has no GT mask (S4 train frames 2..5)
+    wav_path: Path
+    key: str                  # path relative to gt_masks, no extension
+
+
+class AVSBench(torch.utils.data.Dataset):
+    """One item per frame of the split's videos (5 per video, in csv order). Every file the split needs is
+    checked at construction; a problem raises DataError naming the first missing path."""
+
+    def __init__(self, root, subset="s4", split="train", img_size=224, train_aug=False, pseudo_mask_dir=None):
+        if subset not in SUBSET_DIRS:
+            raise ValueError(f"subset must be one of {list(SUBSET_DIRS)}, got {subset!r}")
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+        self.subset, self.split, self.img_size, self.train_aug = subset, split, img_size, train_aug
+        self.root = subset_root(root, subset)
+        self.pseudo_mask_dir = None if pseudo_mask_dir is None else Path(pseudo_mask_dir)
+        rows = [row for row in read_meta(self.root, subset) if row.split == split]
+        if not rows:
+            raise DataError(f"{self.root / META_CSVS[subset]}: no videos in split '{split}'")
+        data_dir = self.root / DATA_DIRS[subset]
+        if not data_dir.is_dir():
+            raise DataError(f"{data_dir}: missing folder")
+        self.videos = [row.video for row in rows]
+        self.items = []
+        for row in rows:
+            frames, wav, masks, keys = video_files(self.root, subset, split, row.video, row.category_name)
+            for frame, image_path, mask_path, key in zip(FRAMES, frames, masks, keys):
+                self.items.append(FrameItem(row.video, frame, row.category, row.category_name,
+                                            image_path, mask_path, wav, key))
+        self.keys = [item.key for item in self.items]
+        for item in self.items:
+            needed = [item.image_path, item.mask_path, item.wav_path if item.frame == 1 else None,
+                      self.pseudo_mask_path(item) if self.pseudo_mask_dir is not None else None]
+            for path in needed:
+                if path is not None and not path.is_file():
+                    raise DataError(f"{path}: missing file ({subset} {split} needs it)")
+
+    def pseudo_mask_path(self, item: FrameItem) -> Path:
+        return self.pseudo_mask_dir / f"{item.key}.png"
+
+    def image_path(self, index) -> Path:
+        return self.items[index].image_path
+
+    def mask_path(self, index) -> Optional[Path]:
+        return self.items[index].mask_path
+
+    def has_gt(self, index) -> bool:
+        return self.items[index].mask_path is not None
+
+    def category_name(self, index) -> Optional[str]:
+        return self.items[index].category_name
+
+    def indices_of(self, video) -> list:
+        """Item indices of a video's frames, frame 1 first."""
+        return [index for index, item in enumerate(self.items) if item.video == video]
+
+    def gt_item(self, index) -> dict:
+        """The item without image and audio (for scoring saved predictions): mask, has_mask, video, frame,
+        category, key. Never augmented."""
+        item = self.items[index]
+        return self.labels(item, png_size(item.image_path), flip=False)
+
+    def labels(self, item: FrameItem, frame_size, flip: bool) -> dict:
+        """Everything of an item but image, audio and pseudo mask; the GT mask is (1, Hg, Wg), zeros if none."""
+        if item.mask_path is not None:
+            mask = load_mask(item.mask_path, frame_size, flip)  # (1, Hg, Wg)
+        else:
+            mask = torch.from_numpy(np.zeros((1, frame_size[1], frame_size[0]), dtype=np.float32))
+        return {"mask": mask, "has_mask": item.mask_path is not None, "video": item.video, "frame": item.frame,
+                "category": item.category, "key": item.key}
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        item = self.items[index]
+        flip = self.train_aug and bool(torch.rand(()) < 0.5)  # horizontal flip, identical for all maps
+        image, frame_size = load_image(item.image_path, self.img_size, flip)  # (3, S, S)
+        wave, sample_rate = read_wav(item.wav_path)
+        audio = log_spectrogram(wave, sample_rate, centre_s=item.frame - 0.5)  # (1, 257, 300)
+        sample = {"image": image, "audio": audio, **self.labels(item, frame_size, flip)}
+        if self.pseudo_mask_dir is not None:
+            sample["pseudo_mask"] = load_pseudo_mask(self.pseudo_mask_path(item), self.img_size, flip)  # (1, S, S)
+        return sample
+
+
+# -----------------------------------------------------------------------------
+# synthetic AVSBench: K categories, each with its own look and its own sound; several objects per frame,
+# only some of them sounding, so segmenting the right one needs the audio
+
+SHAPES = ("disc", "square", "triangle", "diamond", "cross", "ring", "hexagon", "star")
+URL_SAFE_CHARS = np.array(list(string.ascii_letters + string.digits + "-_"))
+SYNTH_SECONDS = 5
+
+
+def category_look(category: int, num_categories: int):
+    """(shape name, hue in [0, 1), stripe angle in radians) of a category."""
+    return (SHAPES[category % len(SHAPES)], category / num_categories, np.pi * category / num_categories)
+
+
+def category_f0(category: int, num_categories: int) -> float:
+    """Fundamental frequency of a category's tone: log-spaced from 150 Hz to 3 kHz."""
+    return 150.0 * 20.0 ** (category / max(num_categories - 1, 1))
+
+
+def category_am_rate(category: int) -> float:
+    """Amplitude-modulation rate (Hz) of a category's tone, spread over 2..8 Hz by the golden ratio."""
+    return 2.0 + 6.0 * ((category * 0.6180339887) % 1.0)
+
+
+def category_sound(category: int, num_categories: int, rng) -> np.ndarray:
+    """5 s at 16 kHz (T,): harmonic tone (partials 1/h below 7.5 kHz) with a category-specific AM rate."""
+    t = np.arange(SYNTH_SECONDS * SAMPLE_RATE) / SAMPLE_RATE
+    f0 = category_f0(category, num_categories)
+    tone = sum(np.sin(2 * np.pi * h * f0 * t + rng.uniform(0, 2 * np.pi)) / h
+               for h in range(1, 5) if h * f0 < 7500)
+    envelope = 1.0 - 0.7 * (0.5 + 0.5 * np.sin(2 * np.pi * category_am_rate(category) * t + rng.uniform(0, 2 * np.pi)))
+    return tone * envelope
+
+
+def shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, radius: float) -> np.ndarray:
+    """Boolean (H, W) of a shape of the given radius; dx, dy are pixel offsets from its centre (y points down)."""
+    distance = np.hypot(dx, dy)
+    if shape == "disc":
+        return distance <= radius
+    if shape == "square":
+        return np.maximum(np.abs(dx), np.abs(dy)) <= 0.75 * radius
+    if shape == "diamond":
+        return np.abs(dx) + np.abs(dy) <= radius
+    if shape == "cross":
+        arm = 0.3 * radius
+        return ((np.abs(dx) <= arm) & (np.abs(dy) <= radius)) | ((np.abs(dy) <= arm) & (np.abs(dx) <= radius))
+    if shape == "ring":
+        return (distance <= radius) & (distance >= 0.55 * radius)
+    if shape == "star":  # five rounded points
+        return distance <= radius * (0.6 + 0.4 * np.cos(5 * (np.arctan2(dy, dx) + np.pi / 2)))
+    sides = {"triangle": 3, "hexagon": 6}[shape]  # regular polygon: inside all edge half-planes
+    normals = np.pi / 2 + 2 * np.pi * np.arange(sides) / sides  # first edge at the bottom
+    inside = np.ones(dx.shape, dtype=bool)
+    for angle in normals:
+        inside &= dx * np.cos(angle) + dy * np.sin(angle) <= radius * np.cos(np.pi / sides)
+    return inside
+
+
+def too_close(first, second) -> bool:
+    """Do two drifting objects (radius, middle-frame centre, velocity) overlap more than slightly in any frame?"""
+    (radius_a, centre_a, velocity_a), (radius_b, centre_b, velocity_b) = first, second
+    for step in (-2, -1, 0, 1, 2):  # frames 1..5 are -2..+2 steps from the middle frame
+        offset = centre_a - centre_b + step * (velocity_a - velocity_b)
+        if np.hypot(*offset) < 0.9 * (radius_a + radius_b):
+            return True
+    return False
+
+
+def place_objects(rng, count: int, size: int):
+    """[(radius, middle-frame centre (2,), per-frame drift (2,))] of `count` objects that stay inside the frame
+    in all 5 frames and overlap at most slightly."""
+    for _ in range(1000):
+        placed = []
+        for _ in range(count):
+            for _ in range(200):
+                radius = rng.uniform(0.10, 0.175) * size  # diameter 20..35% of the frame
+                velocity = rng.uniform(-0.015, 0.015, size=2) * size
+                margin = radius + 2 * np.abs(velocity)
+                candidate = (radius, rng.uniform(margin, size - margin), velocity)
+                if not any(too_close(candidate, other) for other in placed):
+                    placed.append(candidate)
+                    break
+            else:
+                break  # no room for this object: start the layout again
+        if len(placed) == count:
+            return placed
+    raise RuntimeError(f"could not place {count} objects in a {size}x{size} frame")
+
+
+def smooth_field(rng, grid: int, size: int) -> np.ndarray:
+    """Random smooth field (size, size) in [0, 1]: a grid x grid noise image upsampled bicubically."""
+    noise = torch.from_numpy(rng.random((1, 1, grid, grid)).astype(np.float32))
+    field = F.interpolate(noise, size=(size, size), mode="bicubic", align_corners=True)[0, 0].numpy()
+    return (field - field.min()) / (field.max() - field.min() + 1e-6)
+
+
+def synth_video(rng, subset: str, num_categories: int, size: int):
+    """One synthetic video: (categories of its objects, indices of the sounding ones,
+    5 frames uint8 (S, S, 3), 5 GT masks bool (S, S), audio float32 (T,) at 16 kHz)."""
+    max_objects = 3 if subset == "s4" else 4
+    count = int(rng.integers(2, min(max_objects, num_categories) + 1))
+    categories = rng.choice(num_categories, size=count, replace=False)
+    if subset == "s4":
+        sounding = [int(rng.integers(count))]
+    else:  # one to three sounding objects, always at least one silent one
+        sounding = sorted(rng.choice(count, size=int(rng.integers(1, min(3, count - 1) + 1)), replace=False))
+    layout = place_objects(rng, count, size)
+    colours = []
+    for category in categories:  # base colour with mild per-object jitter; stripes set the texture
+        _, hue, _ = category_look(int(category), num_categories)
+        colours.append(colorsys.hsv_to_rgb((hue + rng.uniform(-0.015, 0.015)) % 1.0,
+                                           rng.uniform(0.75, 0.9), rng.uniform(0.85, 1.0)))
+    background_colours = [np.array(colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.1, 0.3), rng.uniform(0.45, 0.8)))
+                          for _ in range(2)]
+    blend = smooth_field(rng, 5, size)[..., None]  # (S, S, 1)
+    background = background_colours[0] * (1 - blend) + background_colours[1] * blend  # (S, S, 3)
+    background += 0.08 * (smooth_field(rng, 24, size)[..., None] - 0.5)  # finer texture
+    ys, xs = np.mgrid[0:size, 0:size] + 0.5  # pixel centres, (S, S) each
+    stripe_period = max(4.0, size / 28)
+    frames, masks = [], []
+    for step in (-2, -1, 0, 1, 2):
+        canvas = background.copy()
+        owner = np.full((size, size), -1)  # index of the object visible at each pixel, -1 = background
+        for index, (category, colour, (radius, centre, velocity)) in enumerate(zip(categories, colours, layout)):
+            shape, _, stripe_angle = category_look(int(category), num_categories)
+            cx, cy = centre + step * velocity
+            dx, dy = xs - cx, ys - cy
+            inside = shape_mask(shape, dx, dy, radius)
+            stripes = np.sin(2 * np.pi * (dx * np.cos(stripe_angle) + dy * np.sin(stripe_angle)) / stripe_period) > 0
+            shade = np.where(stripes, 1.0, 0.7)[..., None]  # (S, S, 1)
+            canvas = np.where(inside[..., None], np.array(colour) * shade, canvas)  # later objects occlude
+            owner[inside] = index
+        canvas += rng.normal(0.0, 0.02, size=canvas.shape)
+        frames.append(np.round(np.clip(canvas, 0, 1) * 255).astype(np.uint8))
+        masks.append(np.isin(owner, sounding))
+    audio = sum(rng.uniform(0.5, 1.0) * category_sound(int(categories[index]), num_categories, rng)
+                for index in sounding)
+    audio = audio + rng.normal(0.0, 0.01, size=audio.shape)
+    audio = (0.8 * audio / np.abs(audio).max()).astype(np.float32)
+    return [int(category) for category in categories], sounding, frames, masks, audio
+
+
+def random_video_name(rng):
+    """A YouTube-like id: 11 url-safe characters + '_' + 6-digit start time; returns (name, start_time)."""
+    start_time = int(rng.integers(0, 300))
+    return "".join(rng.choice(URL_SAFE_CHARS, size=11)) + f"_{start_time:06d}", start_time
+
+
+def synthesize(out, subset, videos, seed, categories=6, size=224) -> Path:
+    """Write a synthetic AVSBench subset into the AVSBench root `out` (exact on-disk layout); returns the subset
+    folder. Deterministic for a seed. Replaces an earlier synthetic subset there, never real data."""
+    if subset not in SUBSET_DIRS:
+        raise ValueError(f"subset must be one of {list(SUBSET_DIRS)}, got {subset!r}")
+    if videos < 3:
+        raise ValueError(f"need at least 3 videos (one per split), got {videos}")
+    if not 2 <= categories <= len(S4_CATEGORIES):
+        raise ValueError(f"categories must be in 2..{len(S4_CATEGORIES)}, got {categories}")
+    subset_dir = Path(out) / SUBSET_DIRS[subset]
+    if subset_dir.exists():
+        if not (subset_dir / SYNTH_MARKER).is_file():
+            raise FileExistsError(f"{subset_dir} exists and was not made by synthesize(); not overwriting it")
+        shutil.rmtree(subset_dir)
+    subset_dir.mkdir(parents=True)
+    (subset_dir / SYNTH_MARKER).write_text(f"synthetic AVSBench made by data.py: subset={subset} videos={videos} "
+                                           f"seed={seed} categories={categories} size={size}\n")
+    rng = np.random.default_rng([seed, list(SUBSET_DIRS).index(subset)])
+    num_held_out = max(1, round(0.2 * videos))
+    splits = ["train"] * (videos - 2 * num_held_out) + ["val"] * num_held_out + ["test"] * num_held_out
+    splits = [splits[index] for index in rng.permutation(videos)]
+    csv_rows = [S4_COLUMNS if subset == "s4" else MS3_COLUMNS]
+    for split in splits:
+        name, start_time = random_video_name(rng)
+        object_categories, sounding, frames, masks, audio = synth_video(rng, subset, categories, size)
+        category_name = S4_CATEGORIES[object_categories[sounding[0]]] if subset == "s4" else None
+        csv_rows.append([name, start_time, category_name, split] if subset == "s4" else [name, split])
+        frame_paths, wav_path, mask_paths, _ = video_files(subset_dir, subset, split, name, category_name)
+        for frame, frame_path, mask, mask_path in zip(frames, frame_paths, masks, mask_paths):
+            frame_path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(frame).save(frame_path, compress_level=1)  # uint8 (S, S, 3) -> RGB
+            if mask_path is None:
+                continue
+            mask_path.parent.mkdir(parents=True, exist_ok=True)
+            if subset == "s4":  # 8-bit gray 0/255
+                Image.fromarray(mask.astype(np.uint8) * 255).save(mask_path)
+            else:  # palette PNG, index 1 = foreground
+                palette_mask = Image.fromarray(mask.astype(np.uint8))
+                palette_mask.putpalette([0, 0, 0, 255, 255, 255])  # turns the L image into a P image
+                palette_mask.save(mask_path)
+        wav_path.parent.mkdir(parents=True, exist_ok=True)
+        soundfile.write(wav_path, audio, SAMPLE_RATE, subtype="PCM_16")
+    with open(subset_dir / META_CSVS[subset], "w", newline="") as file:
+        csv.writer(file).writerows(csv_rows)
+    return subset_dir
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="AVSBench data tools")
+    commands = parser.add_subparsers(dest="command", required=True)
+    synth = commands.add_parser("synth", help="write a synthetic AVSBench subset (exact AVSBench layout)")
+    synth.add_argument("--out", required=True,
+                       help="AVSBench root to write into (creates Single-source/ or Multi-sources/ there)")
+    synth.add_argument("--subset", choices=list(SUBSET_DIRS), required=True)
+    synth.add_argument("--videos", type=int, required=True, help="number of videos, split ~60/20/20 (>= 3)")
+    synth.add_argument("--seed", type=int, required=True)
+    synth.add_argument("--categories", type=int, default=6, help="number of object categories K (2..23)")
+    synth.add_argument("--size", type=int, default=224, help="frame size in pixels")
+    args = parser.parse_args(argv)
+    started = time.time()
+    try:
+        subset_dir = synthesize(args.out, args.subset, args.videos, args.seed, args.categories, args.size)
+    except (ValueError, FileExistsError) as exc:
+        parser.error(str(exc))
+    counts = {split: len(AVSBench(args.out, args.subset, split, args.size).videos) for split in SPLITS}
+    print(f"wrote {args.videos} synthetic {args.subset} videos (train/val/test {counts['train']}/{counts['val']}/"
+          f"{counts['test']}) to {subset_dir} in {time.time() - started:.1f}s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""End to end on generated AVSBench data: train.py (PMR + WS-AVS), resume, eval.py on the checkpoint and on
+saved predictions, and the one-line errors of both scripts."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import eval as evaluation
+import train
+from data import synthesize
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = ["--epochs", "1", "--pmr-epochs", "1", "--batch-size", "6", "--img-size", "64", "--backbone", "resnet18",
+        "--no-pretrained", "--dim", "32", "--decoder-dim", "16", "--audio-stem-stride", "4", "--workers", "0",
+        "--lr", "1e-3", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("avsbench")
+    synthesize(root, "s4", videos=5, seed=1, size=64)
+    synthesize(root, "ms3", videos=5, seed=2, size=64)
+    return root
+
+
+@pytest.fixture(scope="module")
+def s4_run(root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    train.main(["--root", str(root), "--subset", "s4", "--out", str(out), *TINY])
+    return out
+
+
+def read_log(out):
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_training_writes_everything(s4_run):
+    out = s4_run
+    assert len(list((out / "pseudo_masks").rglob("*.png"))) == 3 * 5      # 3 train videos x 5 frames
+    log = read_log(out)
+    assert [r["epoch"] for r in log] == [1]
+    assert {"loss", "avf", "pmr", "val_miou", "val_fscore"} <= set(log[0])
+    ckpt = evaluation.load_checkpoint(out / "last.pt")
+    assert ckpt["epoch"] == 1 and ckpt["config"]["dim"] == 32 and "optimizer" in ckpt
+    metrics = json.loads((out / "eval-test" / "metrics.json").read_text())
+    assert 0.0 <= metrics["miou"] <= 1.0 and metrics["frames"] == 5
+    assert len(list((out / "eval-test" / "overlays" / "sample").glob("*.png"))) == 1
+
+
+def test_resume_continues_and_reuses_pseudo_masks(s4_run, root, capsys):
+    train.main(["--root", str(root), "--subset", "s4", "--out", str(s4_run), *TINY, "--epochs", "2", "--resume"])
+    printed = capsys.readouterr().out
+    assert "reusing pseudo masks" in printed and "resumed from" in printed
+    assert [r["epoch"] for r in read_log(s4_run)] == [1, 2]
+    assert evaluation.load_checkpoint(s4_run / "last.pt")["epoch"] == 2
+
+
+def test_eval_checkpoint_and_saved_predictions_agree(s4_run, tmp_path):
+    result = evaluation.main([str(s4_run / "last.pt"), "--out", str(tmp_path / "ev"), "--save-preds",
+                              "--workers", "0", "--device", "cpu"])
+    assert {"miou", "fscore", "fscore_per_frame", "per_category"} <= set(result)
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["miou"] == pytest.approx(result["miou"])
+    root = evaluation.load_checkpoint(s4_run / "last.pt")["args"]["root"]
+    from_pngs = evaluation.main(["--pred-dir", str(tmp_path / "ev" / "preds"), "--root", root, "--subset", "s4",
+                                 "--split", "test", "--out", str(tmp_path / "ev2"), "--overlays", "0", "--worst", "0"])
+    # the PNGs hold probabilities rounded to 1/255
+    assert from_pngs["miou"] == pytest.approx(result["miou"], abs=0.02)
+    assert from_pngs["fscore"] == pytest.approx(result["fscore"], abs=0.02)
+    assert len(list((tmp_path / "ev" / "overlays" / "worst").glob("*.png"))) == 1
+
+
+def test_ms3_trains_and_evaluates(root, tmp_path):
+    train.main(["--root", str(root / "Multi-sources"), "--subset", "ms3", "--out", str(tmp_path), *TINY])
+    metrics = json.loads((tmp_path / "eval-test" / "metrics.json").read_text())
+    assert metrics["frames"] == 5 and metrics["per_category"] == {}
+
+
+def run_script(*args):
+    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def error_of(result):
+    """The script's error line: a non-zero exit, no traceback, and one line after any progress bar."""
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.replace("\r", "\n").strip().splitlines()
+    assert lines[-1].startswith("error: "), result.stderr
+    assert all("it/s" in line or "s/it" in line or not line.strip() for line in lines[:-1]), result.stderr
+    return lines[-1]
+
+
+@pytest.mark.parametrize("script,args,expected", [
+    ("train.py", ["--root", "/nonexistent/AVSBench"], "/nonexistent/AVSBench"),
+    ("eval.py", ["/nonexistent/ckpt.pt"], "no such checkpoint"),
+])
+def test_scripts_fail_with_one_line(script, args, expected):
+    assert expected in error_of(run_script(script, *args))
+
+
+def test_eval_rejects_bad_checkpoints(s4_run, tmp_path):
+    not_a_ckpt = tmp_path / "notes.pt"
+    not_a_ckpt.write_text("hello")
+    assert error_of(run_script("eval.py", str(not_a_ckpt))).startswith(f"error: {not_a_ckpt}: not a readable checkpoint")
+    ckpt = torch.load(s4_run / "last.pt", weights_only=True)
+    ckpt["config"]["dim"] = 48                            # weights of a D = 32 model under a D = 48 config
+    other = tmp_path / "other.pt"
+    torch.save(ckpt, other)
+    assert "saved with another architecture" in error_of(run_script("eval.py", str(other)))
+
+
+def test_pred_dir_missing_prediction(root, tmp_path):
+    line = error_of(run_script("eval.py", "--pred-dir", str(tmp_path), "--root", str(root), "--subset", "s4"))
+    assert "missing prediction" in line and str(tmp_path) in line
