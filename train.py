@@ -30,8 +30,8 @@ import eval as evaluation
 from data import AVSBench, DataError, error_line, synthesize, write_mask_png
 from wsavs import (WSAVS, Config, PretrainedWeightsError, PseudoMaskNet, c2am_loss, saliency_loss, wsavs_loss)
 
-DEMO = dict(root="data/demo-avsbench", subset="s4", out="runs/demo", epochs=12, batch_size=16, lr=1e-3,
-            img_size=96, backbone="resnet18", pretrained=False, dim=128, decoder_dim=64, audio_stem_stride=4, pmr_epochs=6,
+DEMO = dict(root="data/demo-avsbench", subset="s4", out="runs/demo", epochs=10, batch_size=16, lr=1e-3,
+            img_size=96, backbone="resnet18", pretrained=False, dim=128, decoder_dim=64, audio_stem_stride=4, pmr_epochs=4,
             workers=0)
 DEMO_VIDEOS = 40
 

@@ -1,0 +1,4 @@
+"""Custom kernels for the WS-AVS reproduction."""
+from .maxsim import maxsim
+
+__all__ = ["maxsim"]
