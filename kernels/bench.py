@@ -97,7 +97,10 @@ def _closures(backend, audio, visual, g):
     return fwd, fwd_bwd
 
 
-def _time(fn, device, repeats, budget_s):
+def _time(fn, device, repeats, budget_s, min_time_s=1.0, max_repeats=200):
+    """Median time of fn() in ms and the number of timed runs: at least `repeats` runs (unless one run already
+    exceeds `budget_s`), and more, up to `max_repeats`, until `min_time_s` has been spent, so that the
+    millisecond-scale rows get a stable median."""
     import torch
 
     cuda = device.type == "cuda"
@@ -112,7 +115,7 @@ def _time(fn, device, repeats, budget_s):
         # full-size call is representative; repeating a call of many seconds only costs time.
         return warm * 1e3, 1
     times, spent = [], 0.0
-    while len(times) < repeats and (not times or spent < budget_s):
+    while not times or (len(times) < repeats and spent < budget_s) or (spent < min_time_s and len(times) < max_repeats):
         if cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
@@ -183,23 +186,43 @@ def worker(spec):
         row = dict(B=spec["B"], side=side, P=side * side, backend=spec["backend"])
         try:
             audio, visual, g = _make_inputs(spec["B"], spec["D"], side, dtype, device)
-            fwd, fwd_bwd = _closures(spec["backend"], audio, visual, g)
-            if spec["kind"] in ("time", "all"):
-                row["fwd_ms"], row["fwd_n"] = _time(fwd, device, spec["repeats"], spec["budget_s"])
-                row["fwd_bwd_ms"], row["fwd_bwd_n"] = _time(fwd_bwd, device, spec["repeats"], spec["budget_s"])
-            if spec["kind"] in ("mem", "all"):
-                row["peak_fwd_bytes"] = _peak_extra(fwd, device)
-                row["peak_fwd_bwd_bytes"] = _peak_extra(fwd_bwd, device)
-            if spec["kind"] in ("mem_fwd", "mem_fwd_bwd"):
-                fn = fwd if spec["kind"] == "mem_fwd" else fwd_bwd
-                row["peak_" + spec["kind"][4:] + "_bytes"] = _peak_extra_fresh_process(fn)
-            del audio, visual, g, fwd, fwd_bwd
         except Exception as exc:  # noqa: BLE001 -- a failed row is reported, not fatal
-            row["error"] = "OOM" if _is_oom(exc) else f"{type(exc).__name__}: {exc}"[:200]
+            row["error"] = _describe(exc)
+            print(_RESULT + json.dumps(row), flush=True)
+            continue
+        fwd, fwd_bwd = _closures(spec["backend"], audio, visual, g)
+        steps = []
+        if spec["kind"] in ("time", "all"):
+            steps += [("fwd_ms", lambda: _time(fwd, device, spec["repeats"], spec["budget_s"])),
+                      ("fwd_bwd_ms", lambda: _time(fwd_bwd, device, spec["repeats"], spec["budget_s"]))]
+        if spec["kind"] in ("mem", "all"):
+            steps += [("peak_fwd_bytes", lambda: _peak_extra(fwd, device)),
+                      ("peak_fwd_bwd_bytes", lambda: _peak_extra(fwd_bwd, device))]
+        if spec["kind"] == "mem_fwd":
+            steps += [("peak_fwd_bytes", lambda: _peak_extra_fresh_process(fwd))]
+        if spec["kind"] == "mem_fwd_bwd":
+            steps += [("peak_fwd_bwd_bytes", lambda: _peak_extra_fresh_process(fwd_bwd))]
+        for key, step in steps:  # each measurement fails on its own: a reference whose backward does not fit
+            try:                 # still reports its forward
+                value = step()
+                if isinstance(value, tuple):
+                    row[key], row[key.replace("_ms", "_n")] = value
+                else:
+                    row[key] = value
+            except Exception as exc:  # noqa: BLE001
+                row[key] = _describe(exc)
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        audio = visual = g = fwd = fwd_bwd = steps = None  # release the inputs before the next scale
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
         print(_RESULT + json.dumps(row), flush=True)
+
+
+def _describe(exc):
+    return "OOM" if _is_oom(exc) else f"error: {type(exc).__name__}: {exc}"[:200]
 
 
 # --------------------------------------------------------------------------------------------------- parent side
@@ -260,24 +283,21 @@ def _copy_bandwidth(device):
     return bw
 
 
-def _fmt_ms(row, key):
-    if row.get("error"):
-        return "OOM" if row["error"] == "OOM" else "error"
-    v = row.get(key)
-    return "-" if v is None else f"{v:.2f}"
-
-
-def _fmt_mib(row, key):
-    if row.get("error"):
-        return "OOM" if row["error"] == "OOM" else "error"
-    v = row.get(key)
-    return "-" if v is None else f"{v / 2**20:.1f}"
+def _fmt(row, key, scale, digits):
+    v = row.get(key, row.get("error"))
+    if v is None:
+        return "-"
+    if isinstance(v, str):
+        return "OOM" if v == "OOM" else "error"
+    return f"{v / scale:.{digits}f}"
 
 
 def _ratio(row, ref, key):
-    if not ref or row.get("error") or ref.get("error") or row.get(key) is None or not ref.get(key):
+    num = row.get(key)
+    den = (ref or {}).get(key)
+    if not isinstance(num, (int, float)) or not isinstance(den, (int, float)) or not den:
         return "-"
-    return f"{row[key] / ref[key]:.3f}"
+    return f"{num / den:.3f}"
 
 
 def print_table(rows, on_gpu):
@@ -288,12 +308,34 @@ def print_table(rows, on_gpu):
     for r in rows:
         ref = refs.get((r["B"], r["side"]))
         line = [str(r["B"]), f'{r["side"]}x{r["side"]}', r["backend"],
-                _fmt_ms(r, "fwd_ms"), _ratio(r, ref, "fwd_ms"),
-                _fmt_ms(r, "fwd_bwd_ms"), _ratio(r, ref, "fwd_bwd_ms"),
-                _fmt_mib(r, "peak_fwd_bytes"), _ratio(r, ref, "peak_fwd_bytes"),
-                _fmt_mib(r, "peak_fwd_bwd_bytes"), _ratio(r, ref, "peak_fwd_bwd_bytes")]
+                _fmt(r, "fwd_ms", 1, 2), _ratio(r, ref, "fwd_ms"),
+                _fmt(r, "fwd_bwd_ms", 1, 2), _ratio(r, ref, "fwd_bwd_ms"),
+                _fmt(r, "peak_fwd_bytes", 2**20, 1), _ratio(r, ref, "peak_fwd_bytes"),
+                _fmt(r, "peak_fwd_bwd_bytes", 2**20, 1), _ratio(r, ref, "peak_fwd_bwd_bytes")]
         if on_gpu:
             line.append(f'{r["floor_ms"]:.3f}' if r.get("floor_ms") is not None else "-")
+        table.append(line)
+    # Per batch size and backend, the forward / forward+backward times summed over the scales (one training step
+    # runs all four); memory is not summed (peaks of separate calls do not add up).
+    for key in dict.fromkeys((r["B"], r["backend"]) for r in rows):
+        group = [r for r in rows if (r["B"], r["backend"]) == key]
+        if len(group) < 2:
+            continue
+        sums = {}
+        for k in ("fwd_ms", "fwd_bwd_ms"):
+            vals = [r.get(k) for r in group]
+            sums[k] = sum(vals) if all(isinstance(v, (int, float)) for v in vals) else None
+        ref_group = [r for r in rows if (r["B"], r["backend"]) == (key[0], "reference")]
+        ref_sums = {}
+        for k in ("fwd_ms", "fwd_bwd_ms"):
+            vals = [r.get(k) for r in ref_group]
+            ok = len(vals) == len(group) and all(isinstance(v, (int, float)) for v in vals)
+            ref_sums[k] = sum(vals) if ok else None
+        line = [str(key[0]), "sum", key[1]]
+        for k in ("fwd_ms", "fwd_bwd_ms"):
+            line.append("-" if sums[k] is None else f"{sums[k]:.2f}")
+            line.append(f"{sums[k] / ref_sums[k]:.3f}" if sums[k] is not None and ref_sums[k] else "-")
+        line += ["-", "-", "-", "-"] + (["-"] if on_gpu else [])
         table.append(line)
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
     for k, row in enumerate(table):
@@ -301,8 +343,9 @@ def print_table(rows, on_gpu):
         if k == 0:
             print("  ".join("-" * w for w in widths))
     for r in rows:
-        if r.get("error") and r["error"] != "OOM":
-            print(f'note: B={r["B"]} {r["side"]}x{r["side"]} {r["backend"]}: {r["error"]}')
+        for k, v in r.items():
+            if isinstance(v, str) and v.startswith("error"):
+                print(f'note: B={r["B"]} {r["side"]}x{r["side"]} {r["backend"]} {k}: {v}')
 
 
 def main(argv=None):
@@ -364,21 +407,21 @@ def main(argv=None):
             if on_gpu or args.quick:
                 # GPU: CUDA memory stats are exact in any process. --quick (a smoke test): one process, so CPU memory
                 # figures are then measured with default malloc, less reliable than the full run's.
-                parts = [_run_worker(dict(base, kind="all"))]
+                parts = [(scales, *_run_worker(dict(base, kind="all")))]
             else:
                 mem_env = {"MALLOC_MMAP_THRESHOLD_": "65536"}
-                parts = [_run_worker(dict(base, kind="time"))]
+                parts = [(scales, *_run_worker(dict(base, kind="time")))]
                 if fresh:
                     for kind in ("mem_fwd", "mem_fwd_bwd"):
-                        parts += [_run_worker(dict(base, kind=kind, scales=[s]), mem_env) for s in scales]
+                        parts += [((s,), *_run_worker(dict(base, kind=kind, scales=[s]), mem_env)) for s in scales]
                 else:
-                    parts.append(_run_worker(dict(base, kind="mem"), mem_env))
+                    parts.append((scales, *_run_worker(dict(base, kind="mem"), mem_env)))
             for side in scales:
                 row = dict(B=B, side=side, P=side * side, backend=backend)
-                for results, failure in parts:
+                for covered, results, failure in parts:
                     r = results.get(side)
-                    if r is None:
-                        if failure and side in [s for s in base["scales"]]:
+                    if r is None:  # the worker died before reporting this scale (e.g. killed for memory)
+                        if failure and side in covered:
                             row.setdefault("error", failure)
                         continue
                     for k, v in r.items():

@@ -300,18 +300,18 @@ def test_expanded_upstream_gradient(backend):
 
 # ------------------------------------------------------------------------------------------- torch backend memory
 class _AllocationRecorder(TorchDispatchMode):
-    """Records the byte size of every tensor storage created by an ATen op (views of existing storage excluded)."""
+    """Records the storage size of every tensor an ATen op returns, except views of the given inputs.
+    (Views of intermediates are recorded again with their base's size, which is harmless for a maximum.)"""
 
-    def __init__(self, known):
+    def __init__(self, inputs):
         super().__init__()
-        self.known = {t.untyped_storage().data_ptr() for t in known}
+        self.inputs = {t.untyped_storage().data_ptr() for t in inputs}
         self.sizes = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in self.known:
-                self.known.add(t.untyped_storage().data_ptr())
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in self.inputs:
                 self.sizes.append(t.untyped_storage().nbytes())
         return out
 
