@@ -387,13 +387,17 @@ class AVSBench(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.items)
 
+    def audio(self, index) -> torch.Tensor:
+        """The log spectrogram (1, 257, 300) of the 3 s around the item's frame."""
+        item = self.items[index]
+        wave, sample_rate = read_wav(item.wav_path)
+        return log_spectrogram(wave, sample_rate, centre_s=item.frame - 0.5)
+
     def __getitem__(self, index):
         item = self.items[index]
         flip = self.train_aug and bool(torch.rand(()) < 0.5)  # horizontal flip, identical for all maps
         image, frame_size = load_image(item.image_path, self.img_size, flip)  # (3, S, S)
-        wave, sample_rate = read_wav(item.wav_path)
-        audio = log_spectrogram(wave, sample_rate, centre_s=item.frame - 0.5)  # (1, 257, 300)
-        sample = {"image": image, "audio": audio, **self.labels(item, frame_size, flip)}
+        sample = {"image": image, "audio": self.audio(index), **self.labels(item, frame_size, flip)}
         if self.pseudo_mask_dir is not None:
             sample["pseudo_mask"] = load_pseudo_mask(self.pseudo_mask_path(item), self.img_size, flip)  # (1, S, S)
         return sample

@@ -18,15 +18,28 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from data import AVSBench, DataError, S4_CATEGORIES, error_line, write_mask_png
-from wsavs import WSAVS, Config, PretrainedWeightsError
+from data import SAMPLE_RATE, AVSBench, DataError, S4_CATEGORIES, error_line, log_spectrogram, write_mask_png
+from wsavs import EZVSL, WSAVS, CAMNet, Config, PretrainedWeightsError, PseudoMaskNet
 
 BETA2 = 0.3
 F_THRESHOLDS = torch.linspace(0, 1 - 1e-10, 255)  # float32, as in the official code (the last rounds to 1.0)
 
 
+METHODS = ("wsavs", "avs-ws", "cam", "ezvsl", "c2am")  # train.py's --method, described there
+
+
 class CheckpointError(Exception):
     pass
+
+
+def build_model(method, cfg):
+    if method == "cam":
+        return CAMNet(cfg, num_classes=len(S4_CATEGORIES))
+    if method == "ezvsl":
+        return EZVSL(cfg)
+    if method == "c2am":
+        return PseudoMaskNet(cfg)
+    return WSAVS(cfg)                                           # wsavs and avs-ws
 
 
 # ---------------------------------------------------------------------------------------------
@@ -81,10 +94,12 @@ class Scores:
 
     def __init__(self, keep_predictions=False):
         self.iou, self.curves, self.videos, self.categories, self.keys = [], [], [], [], []
+        self.area = []                                          # predicted foreground fraction per frame
         self.predictions = {} if keep_predictions else None     # key -> uint8 (H, W)
 
     def add(self, prob, gt, videos, categories, keys):
         self.iou.append(frame_iou(prob, gt))
+        self.area.append((prob > 0.5).float().mean(dim=(1, 2)))
         self.curves.append(frame_f_curves(prob, gt))
         self.videos += list(videos)
         self.categories += [int(c) for c in categories]
@@ -101,9 +116,10 @@ class Scores:
         return {v: float(np.mean(xs)) for v, xs in per_video.items()}
 
     def summary(self):
-        iou, curves = torch.cat(self.iou), torch.cat(self.curves)
+        iou, curves, area = torch.cat(self.iou), torch.cat(self.curves), torch.cat(self.area)
         result = {"miou": iou.mean().item(), "fscore": grouped_fscore(curves, self.videos),
                   "fscore_grouping": "video", "fscore_per_frame": grouped_fscore(curves, self.keys),
+                  "fg_area": area.mean().item(), "non_empty": (area > 0).float().mean().item(),
                   "frames": len(self.keys), "videos": len(set(self.videos)), "per_category": {}}
         for c in sorted(set(self.categories)):
             if c < 0:
@@ -118,7 +134,9 @@ class Scores:
 def format_summary(result):
     lines = [f"mIoU {100 * result['miou']:.2f}  F-score {100 * result['fscore']:.2f} (grouped by video; "
              f"per-frame grouping {100 * result['fscore_per_frame']:.2f})  "
-             f"[{result['frames']} frames, {result['videos']} videos]"]
+             f"[{result['frames']} frames, {result['videos']} videos]",
+             f"predicted foreground: {100 * result['fg_area']:.1f}% of the frame on average, "
+             f"non-empty in {100 * result['non_empty']:.1f}% of frames"]
     for name, r in result["per_category"].items():
         lines.append(f"  {name:32s} mIoU {100 * r['miou']:6.2f}  F {100 * r['fscore']:6.2f}  ({r['frames']} frames)")
     return "\n".join(lines)
@@ -126,6 +144,37 @@ def format_summary(result):
 
 # ---------------------------------------------------------------------------------------------
 # Running a model
+
+class AudioControl(torch.utils.data.Dataset):
+    """A split with every frame's audio replaced, to see whether a model listens (and the reviewers'
+    off-screen-sound case): 'swap' gives each frame the audio of the same second of the next video in the
+    split whose category differs (MS3 has no categories: simply the next video); 'silent' gives all-zero audio."""
+
+    def __init__(self, dataset, mode):
+        if mode not in ("swap", "silent"):
+            raise ValueError(f"audio control must be swap or silent, got {mode!r}")
+        self.dataset, self.mode = dataset, mode
+        self.silence = log_spectrogram(np.zeros(5 * SAMPLE_RATE, dtype=np.float32), SAMPLE_RATE, centre_s=2.5)
+        category = {item.video: item.category for item in dataset.items}
+        videos = dataset.videos
+        self.partner = {}                                       # item index -> index whose audio it gets
+        for k, video in enumerate(videos):
+            others = [videos[(k + j) % len(videos)] for j in range(1, len(videos))]
+            partners = [v for v in others if category[v] < 0 or category[v] != category[video]]
+            if mode == "swap" and not partners:
+                raise DataError(f"{dataset.root}: --audio swap needs videos of two categories in the split")
+            if partners:
+                for mine, theirs in zip(dataset.indices_of(video), dataset.indices_of(partners[0])):
+                    self.partner[mine] = theirs
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        item = self.dataset[index]
+        item["audio"] = self.silence if self.mode == "silent" else self.dataset.audio(self.partner[index])
+        return item
+
 
 @torch.no_grad()
 def evaluate(model, loader, device, keep_predictions=False, desc="eval"):
@@ -135,12 +184,11 @@ def evaluate(model, loader, device, keep_predictions=False, desc="eval"):
         has = batch["has_mask"]                                  # S4 train frames 2-5 have no GT: skipped
         if not has.any():
             continue
-        logits = model(batch["image"][has].to(device), batch["audio"][has].to(device))["mask_logits"]
+        prob = model.predict(batch["image"][has].to(device), batch["audio"][has].to(device))  # (b, 1, S, S)
         gt = batch["mask"][has, 0] > 0.5                         # (b, H, W) at GT resolution
-        logits = F.interpolate(logits.float(), size=gt.shape[-2:], mode="bilinear", align_corners=False)
+        prob = F.interpolate(prob.float(), size=gt.shape[-2:], mode="bilinear", align_corners=False)
         pick = lambda values: [v for v, h in zip(values, has.tolist()) if h]
-        scores.add(torch.sigmoid(logits)[:, 0].cpu(), gt, pick(batch["video"]), pick(batch["category"].tolist()),
-                   pick(batch["key"]))
+        scores.add(prob[:, 0].cpu(), gt, pick(batch["video"]), pick(batch["category"].tolist()), pick(batch["key"]))
     return scores
 
 
@@ -160,7 +208,7 @@ def load_checkpoint(path, map_location="cpu"):
 def model_from_checkpoint(ckpt, path):
     try:
         cfg = Config(**{**ckpt["config"], "pretrained": False})
-        model = WSAVS(cfg)
+        model = build_model(ckpt.get("method", "wsavs"), cfg)
         model.load_state_dict(ckpt["model"])
     except (TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: saved with another architecture ({str(e).splitlines()[0][:200]})") from None
@@ -247,6 +295,9 @@ def main(argv=None):
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="split to evaluate (default test)")
     p.add_argument("--out", help="output folder for metrics.json and overlays "
                    "(default: eval-<split> beside the checkpoint or the prediction folder)")
+    p.add_argument("--audio", default="true", choices=["true", "swap", "silent"],
+                   help="listening controls: each frame's own audio (default), the audio of a video of another "
+                        "category (swap), or all-zero audio (silent)")
     p.add_argument("--batch-size", type=int, default=32, help="frames per forward pass")
     p.add_argument("--workers", type=int, default=4, help="data-loading processes")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
@@ -259,6 +310,8 @@ def main(argv=None):
         p.error("give either a checkpoint or --pred-dir")
     keep = bool(args.overlays or args.worst or args.save_preds)
 
+    if args.pred_dir and args.audio != "true":
+        p.error("--audio needs a checkpoint: saved predictions cannot be re-run with other audio")
     if args.pred_dir:
         if not (args.root and args.subset):
             p.error("--pred-dir needs --root and --subset")
@@ -271,9 +324,11 @@ def main(argv=None):
         device = pick_device(args.device)
         dataset = AVSBench(args.root or ckpt["args"]["root"], args.subset or ckpt["args"]["subset"], args.split,
                            img_size=model.cfg.img_size)
-        loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers)
+        inputs = dataset if args.audio == "true" else AudioControl(dataset, args.audio)
+        loader = DataLoader(inputs, batch_size=args.batch_size, num_workers=args.workers)
         scores = evaluate(model.to(device), loader, device, keep)
-        out_dir = Path(args.out or Path(args.checkpoint).resolve().parent / f"eval-{args.split}")
+        suffix = "" if args.audio == "true" else f"-{args.audio}-audio"
+        out_dir = Path(args.out or Path(args.checkpoint).resolve().parent / f"eval-{args.split}{suffix}")
     if args.save_preds:
         for key, pred in scores.predictions.items():
             write_mask_png(out_dir / "preds" / f"{key}.png", pred / 255.0)

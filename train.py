@@ -1,16 +1,28 @@
-"""Train WS-AVS on AVSBench (S4 or MS3), without any pixel-level label.
+"""Train WS-AVS (or one of the paper's Table 1 baselines) on AVSBench, without any pixel-level label.
 
     python train.py --root AVSBench                  # the paper's setup on single-source (S4)
     python train.py --root AVSBench --subset ms3     # multi-source
+    python train.py --root AVSBench --method ezvsl   # a baseline
     python train.py --demo                           # small synthetic S4 run on a CPU, a few minutes
 
-Two phases:
+WS-AVS has two phases:
   1. Pseudo mask refinement (PMR, section 3.3): train the C2AM class-agnostic map on the training frames,
      check its polarity after the first epoch, train the saliency head on the map's cues, and write one
-     pseudo mask per training frame under <out>/pseudo_masks/ (reused when present).
-  2. WS-AVS: M2ICL + BCE against the pseudo masks (Eq. 8); validation mIoU/F after every epoch,
-     <out>/last.pt and <out>/best.pt, one JSON line per epoch in <out>/log.jsonl.
+     pseudo mask per training frame under --pseudo-masks (reused when made by the same recipe).
+  2. WS-AVS: M2ICL + BCE against the audio-gated pseudo masks (Eq. 8); validation mIoU/F after every
+     epoch, <out>/last.pt and <out>/best.pt, one JSON line per epoch in <out>/log.jsonl.
 The run ends with the test split evaluated with best.pt (as eval.py does).
+
+--method picks the network and loss (paper section 4.2):
+  wsavs   the method above; --no-avf / --no-pmr drop either loss (Table 2), --fusion-stages k fuses and
+          contrasts only the last k stages (Figure 3)
+  avs-ws  AVSBench's model (the same encoders, fusion and decoder) trained with its audio-visual matching
+          loss only, since its BCE needs pixel labels: KL(audio embedding || mask-pooled visual map)
+  cam     a frame classifier on the video's category label (S4 only: MS3 has no labels); mask = the top
+          class's activation map, normalised
+  ezvsl   audio and visual encoders trained with the multiple-instance contrastive loss on the last
+          stage; mask = the audio-visual cosine map, normalised
+  c2am    phase 1 alone; mask = the Eq. 6 pseudo mask of the frame (class-agnostic map + saliency)
 """
 import argparse
 import json
@@ -23,12 +35,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import eval as evaluation
 from data import AVSBench, DataError, error_line, synthesize, write_mask_png
-from wsavs import (WSAVS, Config, PretrainedWeightsError, PseudoMaskNet, c2am_loss, saliency_loss, wsavs_loss)
+from wsavs import (Config, PretrainedWeightsError, PseudoMaskNet, c2am_loss, equivariance_loss, m2icl_loss,
+                   random_affine, saliency_loss, warp, wsavs_loss)
 
 DEMO = dict(root="data/demo-avsbench", subset="s4", out="runs/demo", epochs=10, batch_size=16, lr=1e-3,
             img_size=96, backbone="resnet18", pretrained=False, dim=128, decoder_dim=64, audio_stem_stride=4, pmr_epochs=4,
@@ -42,10 +56,19 @@ class TrainingError(Exception):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--method", default="wsavs", choices=evaluation.METHODS,
+                   help="wsavs (default) or a Table 1 baseline: avs-ws, cam, ezvsl, c2am (see above)")
     p.add_argument("--root", default="AVSBench", help="the AVSBench folder (holding Single-source/ and "
                    "Multi-sources/) or one subset folder (default: AVSBench)")
     p.add_argument("--subset", default="s4", choices=["s4", "ms3"], help="single-source (s4) or multi-source (ms3)")
-    p.add_argument("--out", default="runs/wsavs", help="output folder: checkpoints, log.jsonl, pseudo_masks/")
+    p.add_argument("--out", default="runs/wsavs", help="output folder: checkpoints, log.jsonl, eval-test/")
+    p.add_argument("--pseudo-masks", help="folder of the phase-1 pseudo masks and pmr.pt, reused by any run with the "
+                   "same recipe (default: <out>/pseudo_masks)")
+    p.add_argument("--no-avf", dest="avf", action="store_false", help="wsavs without M2ICL (Table 2 ablation)")
+    p.add_argument("--no-pmr", dest="pmr", action="store_false",
+                   help="wsavs without pseudo masks; the decoder is trained by avs-ws's matching loss (Table 2)")
+    p.add_argument("--fusion-stages", type=int, default=4, choices=[1, 2, 3, 4],
+                   help="fuse audio into, and apply M2ICL to, the last k visual stages (paper Figure 3; default 4)")
     p.add_argument("--epochs", type=int, default=20, help="WS-AVS training epochs (paper: 20)")
     p.add_argument("--pmr-epochs", type=int, default=5,
                    help="epochs for each PMR step, C2AM map then saliency head (the paper does not say; 5)")
@@ -61,8 +84,11 @@ def parse_args(argv=None):
     p.add_argument("--tau", type=float, default=0.03, help="M2ICL temperature (paper release: 0.03)")
     p.add_argument("--audio-stem-stride", type=int, default=2,
                    help="stride of the audio ResNet's first conv: 2 is the standard ResNet; 4 is ~4x cheaper")
-    p.add_argument("--cue-threshold", type=float, default=0.3,
-                   help="class-agnostic activation above which a pixel is a foreground cue for the saliency head")
+    p.add_argument("--cue-threshold", type=float, default=0.5,
+                   help="normalised class-agnostic activation above which a pixel is a foreground cue for the "
+                        "saliency head")
+    p.add_argument("--equivariance", type=float, default=10.0,
+                   help="weight of the C2AM map's zoom/flip equivariance loss (an addition to the paper; 0 = off)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
     p.add_argument("--workers", type=int, default=4, help="data-loading processes")
     p.add_argument("--seed", type=int, default=0, help="random seed")
@@ -74,13 +100,20 @@ def parse_args(argv=None):
         argv = sys.argv[1:]
     if "--demo" in argv:
         p.set_defaults(**DEMO)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.method != "wsavs" and not (args.avf and args.pmr and args.fusion_stages == 4):
+        p.error("--no-avf, --no-pmr and --fusion-stages apply to --method wsavs only")
+    if args.method == "cam" and args.subset != "s4":
+        p.error("--method cam needs the S4 category labels; AVSBench MS3 has none")
+    if args.method == "avs-ws":                                  # = wsavs with neither AVF nor PMR (Table 2 row 1)
+        args.avf = args.pmr = False
+    return args
 
 
 def config_from(args):
     return Config(backbone=args.backbone, dim=args.dim, decoder_dim=args.decoder_dim, tau=args.tau, img_size=args.img_size,
                   audio_stem_stride=args.audio_stem_stride, pretrained=args.pretrained,
-                  cue_threshold=args.cue_threshold)
+                  cue_threshold=args.cue_threshold, fusion_stages=args.fusion_stages)
 
 
 def seed_everything(seed):
@@ -110,10 +143,12 @@ def check_finite(loss, step, what):
 # Phase 1: pseudo mask refinement
 
 def train_pmr(args, cfg, device, out):
-    """Returns the folder of pseudo masks, one 8-bit PNG per training frame, named by item key."""
-    pseudo_dir = out / "pseudo_masks"
-    recipe = {"root": str(Path(args.root).resolve()), "subset": args.subset, "config": asdict(cfg),
-              "pmr_epochs": args.pmr_epochs, "seed": args.seed}
+    """Returns the folder of pseudo masks (one 8-bit PNG per training frame, named by item key) and pmr.pt."""
+    pseudo_dir = Path(args.pseudo_masks) if args.pseudo_masks else out / "pseudo_masks"
+    pmr_config = {k: v for k, v in asdict(cfg).items() if k not in ("tau", "fusion_stages")}  # not used by PMR
+    recipe = {"root": str(Path(args.root).resolve()), "subset": args.subset, "config": pmr_config,
+              "pmr_epochs": args.pmr_epochs, "seed": args.seed, "batch_size": args.batch_size, "lr": args.lr,
+              "equivariance": args.equivariance}
     done = pseudo_dir / "done.json"
     if done.is_file() and json.loads(done.read_text()) == recipe:
         print(f"PMR: reusing pseudo masks in {pseudo_dir} (delete the folder to regenerate)")
@@ -132,10 +167,16 @@ def train_pmr(args, cfg, device, out):
         for step, batch in enumerate(tqdm(loader(train_set, args.batch_size, args.workers, True, args.seed + epoch),
                                           desc=f"PMR C2AM {epoch + 1}/{args.pmr_epochs}", leave=False,
                                           dynamic_ncols=True)):
-            image = batch["image"].to(device)
-            _, features = net.features(image)
+            image = batch["image"].to(device)                      # (B, 3, S, S)
+            # choice: a random RGB channel order per frame, so that the map cannot split frames by hue
+            # (it does so from random init) and has to find what objects share: saturation, texture, edges
+            order = torch.stack([torch.randperm(3) for _ in range(len(image))]).to(device)       # (B, 3)
+            image = torch.gather(image, 1, order[:, :, None, None].expand_as(image))
+            theta = random_affine(len(image)).to(device)
+            _, features = net.features(torch.cat([image, warp(image, theta)]))   # (2B, D, S/8, S/8)
             activation = net.activation(features)
-            loss = c2am_loss(features, activation)
+            loss = (c2am_loss(features, activation)
+                    + args.equivariance * equivariance_loss(*activation.chunk(2), theta))
             check_finite(loss, step, "C2AM")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -168,7 +209,8 @@ def train_pmr(args, cfg, device, out):
     # 1c. Eq. 6 pseudo masks for every training frame; their agreement with the training GT is printed
     # as a diagnostic only (it is never used for training)
     net.eval()
-    torch.save({"model": net.state_dict(), "config": asdict(cfg)}, out / "pmr.pt")
+    pseudo_dir.mkdir(parents=True, exist_ok=True)
+    save_atomic({"model": net.state_dict(), "config": asdict(cfg)}, pseudo_dir / "pmr.pt")
     plain_set = AVSBench(args.root, args.subset, "train", img_size=cfg.img_size)
     scores = evaluation.Scores()
     with torch.no_grad():
@@ -191,20 +233,35 @@ def train_pmr(args, cfg, device, out):
 
 
 # ---------------------------------------------------------------------------------------------
-# Phase 2: WS-AVS
+# Phase 2: WS-AVS, or a baseline's whole training
 
-def train_wsavs(args, cfg, device, out, pseudo_dir):
+def batch_loss(args, cfg, model, batch, video_ids, device):
+    """(loss, {part: value}) of one batch for the chosen method."""
+    image = batch["image"].to(device)
+    if args.method == "cam":
+        loss = F.cross_entropy(model(image)["class_logits"], batch["category"].to(device))
+        return loss, {"cls": loss.detach()}
+    out = model(image, batch["audio"].to(device))
+    if args.method == "ezvsl":
+        loss = m2icl_loss(out["audio_embed"], out["visual_maps"], video_ids, cfg.tau)
+        return loss, {"avf": loss.detach()}
+    pseudo_mask = batch["pseudo_mask"].to(device) if args.pmr else None
+    return wsavs_loss(out, pseudo_mask, video_ids, cfg.tau, avf=args.avf, pmr=args.pmr)
+
+
+def train_network(args, cfg, device, out, pseudo_dir):
     train_set = AVSBench(args.root, args.subset, "train", img_size=cfg.img_size, train_aug=True,
                          pseudo_mask_dir=pseudo_dir)
     val_set = AVSBench(args.root, args.subset, "val", img_size=cfg.img_size)
     video_index = {v: i for i, v in enumerate(train_set.videos)}
-    model = WSAVS(cfg).to(device)
+    model = evaluation.build_model(args.method, cfg).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     start_epoch, best_miou = 0, -1.0
     if args.resume:
         ckpt = evaluation.load_checkpoint(out / "last.pt", map_location=device)
-        if ckpt["config"] != asdict(cfg):
-            raise evaluation.CheckpointError(f"{out / 'last.pt'}: saved with another configuration than these flags")
+        if ckpt["config"] != asdict(cfg) or ckpt.get("method") != args.method:
+            raise evaluation.CheckpointError(f"{out / 'last.pt'}: saved with another method or configuration "
+                                             "than these flags")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start_epoch, best_miou = ckpt["epoch"], ckpt["best_miou"]
@@ -215,19 +272,18 @@ def train_wsavs(args, cfg, device, out, pseudo_dir):
     for epoch in range(start_epoch, args.epochs):
         started = time.time()
         model.train()
-        totals = {"loss": 0.0, "avf": 0.0, "pmr": 0.0}
+        totals = {}
         batches = loader(train_set, args.batch_size, args.workers, True, args.seed + 1000 + epoch)
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, dynamic_ncols=True)
         for step, batch in enumerate(bar):
             video_ids = torch.tensor([video_index[v] for v in batch["video"]], device=device)
-            out_ = model(batch["image"].to(device), batch["audio"].to(device))
-            loss, parts = wsavs_loss(out_, batch["pseudo_mask"].to(device), video_ids, cfg.tau)
-            check_finite(loss, epoch * len(batches) + step, "WS-AVS")
+            loss, parts = batch_loss(args, cfg, model, batch, video_ids, device)
+            check_finite(loss, epoch * len(batches) + step, args.method)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             for name, value in (("loss", loss.detach()), *parts.items()):
-                totals[name] += value.item()
+                totals[name] = totals.get(name, 0.0) + value.item()
             bar.set_postfix(loss=f"{loss.item():.3f}")
         totals = {k: v / max(1, len(batches)) for k, v in totals.items()}
         val = evaluation.evaluate(model, val_loader, device, desc="val").summary()
@@ -237,16 +293,30 @@ def train_wsavs(args, cfg, device, out, pseudo_dir):
                   "seconds": round(time.time() - started, 1)}
         with open(out / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
-        ckpt = {"model": model.state_dict(), "config": asdict(cfg), "args": vars(args), "epoch": epoch + 1,
-                "optimizer": optimizer.state_dict(), "best_miou": best_miou, "rng": torch.get_rng_state(),
-                "val": {"miou": val["miou"], "fscore": val["fscore"]}}
+        ckpt = {"method": args.method, "model": model.state_dict(), "config": asdict(cfg), "args": vars(args),
+                "epoch": epoch + 1, "optimizer": optimizer.state_dict(), "best_miou": best_miou,
+                "rng": torch.get_rng_state(), "val": {"miou": val["miou"], "fscore": val["fscore"]}}
         save_atomic(ckpt, out / "last.pt")
         if best:
             save_atomic(ckpt, out / "best.pt")
-        print(f"epoch {epoch + 1}/{args.epochs}  loss {totals['loss']:.4f} (avf {totals['avf']:.4f}, "
-              f"pmr {totals['pmr']:.4f})  val mIoU {100 * val['miou']:.2f}  F {100 * val['fscore']:.2f}"
-              f"{'  *best*' if best else ''}  {record['seconds']:.0f}s")
+        parts = ", ".join(f"{k} {v:.4f}" for k, v in totals.items() if k != "loss")
+        print(f"epoch {epoch + 1}/{args.epochs}  loss {totals['loss']:.4f} ({parts})  val mIoU {100 * val['miou']:.2f}"
+              f"  F {100 * val['fscore']:.2f}{'  *best*' if best else ''}  {record['seconds']:.0f}s")
     return model
+
+
+def c2am_checkpoint(args, cfg, device, out, pseudo_dir):
+    """The c2am baseline has no phase 2: its checkpoint is phase 1's network, scored once on val."""
+    net = PseudoMaskNet(cfg).to(device)
+    net.load_state_dict(torch.load(pseudo_dir / "pmr.pt", map_location=device, weights_only=True)["model"])
+    val_set = AVSBench(args.root, args.subset, "val", img_size=cfg.img_size)
+    val = evaluation.evaluate(net, loader(val_set, args.batch_size, args.workers, False), device, desc="val").summary()
+    ckpt = {"method": "c2am", "model": net.state_dict(), "config": asdict(cfg), "args": vars(args),
+            "epoch": args.pmr_epochs, "val": {"miou": val["miou"], "fscore": val["fscore"]}}
+    save_atomic(ckpt, out / "last.pt")
+    save_atomic(ckpt, out / "best.pt")
+    print(f"c2am: val mIoU {100 * val['miou']:.2f}  F {100 * val['fscore']:.2f}")
+    return net
 
 
 def main(argv=None):
@@ -263,8 +333,12 @@ def main(argv=None):
     for split in ("train", "val", "test"):                         # bad data fails now, not after hours
         AVSBench(args.root, args.subset, split)
 
-    pseudo_dir = train_pmr(args, cfg, device, out)
-    model = train_wsavs(args, cfg, device, out, pseudo_dir)
+    needs_pmr = args.method == "c2am" or (args.method == "wsavs" and args.pmr)
+    pseudo_dir = train_pmr(args, cfg, device, out) if needs_pmr else None
+    if args.method == "c2am":
+        model = c2am_checkpoint(args, cfg, device, out, pseudo_dir)
+    else:
+        model = train_network(args, cfg, device, out, pseudo_dir)
 
     best = evaluation.load_checkpoint(out / "best.pt", map_location=device)
     model.load_state_dict(best["model"])

@@ -28,7 +28,8 @@ class Config:
     img_size: int = 224
     audio_stem_stride: int = 2     # stride of the audio ResNet's first conv: 2 = standard ResNet
     pretrained: bool = True        # ImageNet weights for the visual encoders
-    cue_threshold: float = 0.3     # class-agnostic activation above this is a foreground cue for saliency
+    cue_threshold: float = 0.5     # normalised class-agnostic activation above this is a foreground cue
+    fusion_stages: int = 4         # the last k stages get Eq. 1 fusion and M2ICL (paper Figure 3: 1..4)
 
 
 class PretrainedWeightsError(RuntimeError):
@@ -168,15 +169,22 @@ class WSAVS(nn.Module):
         self.cfg = cfg
         self.audio_encoder = AudioEncoder(cfg)
         self.visual_encoder = VisualEncoder(cfg)
-        self.fusion = nn.ModuleList(AudioVisualFusion(cfg.dim) for _ in range(4))
+        if not 1 <= cfg.fusion_stages <= 4:
+            raise ValueError(f"fusion_stages must be in 1..4, got {cfg.fusion_stages}")
+        self.fusion = nn.ModuleList(AudioVisualFusion(cfg.dim) for _ in range(cfg.fusion_stages))
         self.decoder = MaskDecoder(cfg.dim, cfg.decoder_dim)
 
     def forward(self, image, audio):
         audio_embed = self.audio_encoder(audio)                  # (B, D)
         visual_maps = self.visual_encoder(image)                 # 4 x (B, D, h_s, w_s)
-        fused_maps = [fuse(v, audio_embed) for fuse, v in zip(self.fusion, visual_maps)]
+        k = self.cfg.fusion_stages                               # the last k stages are fused (Eq. 1)
+        fused_maps = visual_maps[:4 - k] + [fuse(v, audio_embed) for fuse, v in zip(self.fusion, visual_maps[4 - k:])]
         mask_logits = self.decoder(fused_maps, image.shape[-2:])  # (B, 1, S, S); M = sigmoid(mask_logits)
-        return {"mask_logits": mask_logits, "audio_embed": audio_embed, "visual_maps": visual_maps}
+        return {"mask_logits": mask_logits, "audio_embed": audio_embed, "visual_maps": visual_maps[4 - k:]}
+
+    @torch.no_grad()
+    def predict(self, image, audio):
+        return torch.sigmoid(self(image, audio)["mask_logits"])  # (B, 1, S, S)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,9 +206,30 @@ def m2icl_loss(audio_embed, visual_maps, video_ids, tau):
     return loss                                                  # Eq. 5: summed over stages, mean over i
 
 
+def localization_map(audio_embed, visual_maps, size):
+    """cos(a_i, v_i^s[:, p]) at every position: the map whose max M2ICL takes, averaged over the stages
+    after upsampling to `size`, then min-max normalised per image -> (B, 1, *size) in [0, 1]."""
+    audio = F.normalize(audio_embed, dim=1)
+    cos = [torch.einsum("bd,bdhw->bhw", audio, F.normalize(v, dim=1))[:, None] for v in visual_maps]
+    mean = sum(F.interpolate(c, size=size, mode="bilinear", align_corners=False) for c in cos) / len(cos)
+    return minmax_normalise(mean)
+
+
+def minmax_normalise(x):
+    """Per image: (x - min) / (max - min) over the spatial dims of (B, C, h, w)."""
+    low, high = x.amin(dim=(2, 3), keepdim=True), x.amax(dim=(2, 3), keepdim=True)
+    return (x - low) / (high - low).clamp_min(1e-6)
+
+
 # ---------------------------------------------------------------------------------------------
 # 5. Pseudo mask refinement (section 3.3): C2AM class-agnostic map A, a saliency head S trained on
 #    A's background cues, and the pseudo mask of Eq. 6. Trained before WS-AVS, with its own encoder.
+
+def summed_at_stride_8(visual_maps):
+    """The multi-scale visual maps resized to stage 2's size (stride 8) and summed: (B, D, S/8, S/8)."""
+    size = visual_maps[1].shape[-2:]
+    return sum(F.interpolate(v, size=size, mode="bilinear", align_corners=False) for v in visual_maps)
+
 
 class PseudoMaskNet(nn.Module):
     def __init__(self, cfg):
@@ -215,9 +244,7 @@ class PseudoMaskNet(nn.Module):
 
     def features(self, image):
         visual_maps = self.visual_encoder(image)                 # 4 x (B, D, h_s, w_s)
-        size = visual_maps[1].shape[-2:]                         # stride 8
-        summed = sum(F.interpolate(v, size=size, mode="bilinear", align_corners=False) for v in visual_maps)
-        return visual_maps, summed                               # (B, D, S/8, S/8)
+        return visual_maps, summed_at_stride_8(visual_maps)      # (B, D, S/8, S/8)
 
     def activation(self, features):
         act = torch.sigmoid(self.activation_head(features))      # (B, 1, S/8, S/8), A in [0, 1]
@@ -242,6 +269,10 @@ class PseudoMaskNet(nn.Module):
         out = self(image)
         activation = F.interpolate(out["activation"], size=image.shape[-2:], mode="bilinear", align_corners=False)
         return refine_pseudo_mask(activation, torch.sigmoid(out["saliency_logits"]))
+
+    def predict(self, image, audio):
+        """The C2AM baseline of Table 1: the Eq. 6 pseudo mask itself; it never hears the audio."""
+        return self.pseudo_mask(image)
 
 
 def refine_pseudo_mask(activation, saliency):
@@ -278,17 +309,121 @@ def c2am_loss(features, activation):
     return sim_max(foreground) + sim_min(foreground, background) + sim_max(background)
 
 
+def random_affine(batch, generator=None, min_scale=0.5):
+    """(B, 2, 3) affine_grid thetas: a random zoom-in (scale in [min_scale, 1]) at a random place, composed
+    with one of the 8 flips/quarter turns of the square. Warping an image and a map with the same theta
+    keeps them aligned."""
+    scale = min_scale + (1 - min_scale) * torch.rand(batch, generator=generator)
+    shift = (1 - scale) * (2 * torch.rand(2, batch, generator=generator) - 1)       # crop stays inside
+    turns = torch.randint(4, (batch,), generator=generator) * (torch.pi / 2)
+    mirror = torch.where(torch.rand(batch, generator=generator) < 0.5, -1.0, 1.0)
+    cos, sin = torch.cos(turns).round(), torch.sin(turns).round()
+    theta = torch.zeros(batch, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1] = scale * cos * mirror, -scale * sin
+    theta[:, 1, 0], theta[:, 1, 1] = scale * sin * mirror, scale * cos
+    theta[:, 0, 2], theta[:, 1, 2] = shift[0], shift[1]
+    return theta
+
+
+def warp(x, theta, size=None):
+    """Resample x (B, C, h, w) through the affine thetas (B, 2, 3), to `size` (default: x's own)."""
+    grid = F.affine_grid(theta.to(x), (x.shape[0], x.shape[1], *(size or x.shape[-2:])), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def equivariance_loss(activation, warped_activation, theta):
+    """Addition to C2AM (choice, after SEAM, Wang et al. CVPR 2020): the map of a zoomed/flipped image must be
+    the zoomed/flipped map. From random init C2AM otherwise splits frames by position (left vs right),
+    which the padding makes easy to contrast; a position split cannot be equivariant."""
+    return (warp(activation, theta) - warped_activation).abs().mean()
+
+
 def saliency_loss(saliency_logits, activation, threshold):
-    """Train the saliency head on A's cues: pixels with A below the threshold are background (0),
-    the others foreground (1)."""
-    activation = F.interpolate(activation, size=saliency_logits.shape[-2:], mode="bilinear", align_corners=False)
+    """Train the saliency head on A's cues: A is min-max normalised per image (as in C2AM's cue extraction),
+    pixels below the threshold are background (0), the others foreground (1)."""
+    activation = F.interpolate(minmax_normalise(activation), size=saliency_logits.shape[-2:], mode="bilinear", align_corners=False)
     return F.binary_cross_entropy_with_logits(saliency_logits, (activation >= threshold).float())
 
 
 # ---------------------------------------------------------------------------------------------
 # 6. Training losses: L_pmr = BCE(M, Y_hat) (Eq. 7), L = L_avf + L_pmr (Eq. 8)
 
-def wsavs_loss(out, pseudo_mask, video_ids, tau):
-    avf = m2icl_loss(out["audio_embed"], out["visual_maps"], video_ids, tau)        # Eq. 5
-    pmr = F.binary_cross_entropy_with_logits(out["mask_logits"], pseudo_mask)       # Eq. 7
-    return avf + pmr, {"avf": avf.detach(), "pmr": pmr.detach()}                    # Eq. 8
+def audio_gated_pseudo_mask(pseudo_mask, localization, threshold=0.5):
+    """Addition to the paper (choice): Eq. 6 masks do not depend on the audio, so on a frame with silent
+    objects they mark those too. We keep only the pseudo-mask pixels where the model's own (detached)
+    M2ICL localization map, normalised per image, reaches the threshold. Both (B, 1, S, S)."""
+    return pseudo_mask * (localization >= threshold).float()
+
+
+def avm_loss(mask_logits, visual, audio_embed):
+    """AVSBench's audio-visual matching regulariser, the only loss of the avs-ws baseline: KL divergence
+    between the audio embedding and the mask-pooled visual map, each softmaxed over channels.
+    mask_logits (B, 1, S, S), visual (B, D, h, w), audio_embed (B, D)."""
+    mask = F.interpolate(torch.sigmoid(mask_logits), size=visual.shape[-2:], mode="bilinear", align_corners=False)
+    pooled = (mask * visual).sum(dim=(2, 3)) / mask.sum(dim=(2, 3)).clamp_min(1e-6)       # (B, D)
+    return F.kl_div(F.log_softmax(pooled, dim=1), F.log_softmax(audio_embed, dim=1), log_target=True,
+                    reduction="batchmean")
+
+
+def wsavs_loss(out, pseudo_mask, video_ids, tau, avf=True, pmr=True):
+    """Eq. 8, with the Table 2 switches: without AVF there is no M2ICL and no localization map to gate the
+    pseudo masks with; without PMR the decoder's only signal is avs-ws's matching loss."""
+    parts = {}
+    if avf:
+        parts["avf"] = m2icl_loss(out["audio_embed"], out["visual_maps"], video_ids, tau)        # Eq. 5
+    if pmr:
+        if avf:  # gate with the finest contrasted stage: the coarse ones (3 x 3 at 96 px) localise poorly
+            localization = localization_map(out["audio_embed"].detach(), [out["visual_maps"][0].detach()],
+                                            pseudo_mask.shape[-2:])
+            pseudo_mask = audio_gated_pseudo_mask(pseudo_mask, localization)
+        parts["pmr"] = F.binary_cross_entropy_with_logits(out["mask_logits"], pseudo_mask)    # Eq. 7
+    else:
+        parts["avm"] = avm_loss(out["mask_logits"], out["visual_maps"][-1], out["audio_embed"])
+    return sum(parts.values()), {name: value.detach() for name, value in parts.items()}  # Eq. 8
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. Table 1 baselines that need their own network (avs-ws is WSAVS trained with avm_loss alone;
+#    C2AM is PseudoMaskNet.predict)
+
+class CAMNet(nn.Module):
+    """CAM (Zhou et al. 2016): a frame classifier trained on the video's category label (the paper's
+    instance-level label), global average pooling over a 1x1-conv class map of the multi-scale features
+    at stride 8. Its mask is the map of the top-scoring class, min-max normalised; no audio."""
+
+    def __init__(self, cfg, num_classes):
+        super().__init__()
+        self.cfg = cfg
+        self.visual_encoder = VisualEncoder(cfg)
+        self.classifier = nn.Conv2d(cfg.dim, num_classes, 1)
+
+    def forward(self, image):
+        class_maps = self.classifier(summed_at_stride_8(self.visual_encoder(image)))  # (B, K, S/8, S/8)
+        return {"class_maps": class_maps, "class_logits": class_maps.mean(dim=(2, 3))}  # (B, K)
+
+    @torch.no_grad()
+    def predict(self, image, audio):
+        class_maps = self(image)["class_maps"]
+        top = class_maps.mean(dim=(2, 3)).argmax(dim=1)                                      # (B,)
+        cam = F.relu(class_maps[torch.arange(len(top)), top][:, None])                       # (B, 1, S/8, S/8)
+        return minmax_normalise(F.interpolate(cam, size=image.shape[-2:], mode="bilinear", align_corners=False))
+
+
+class EZVSL(nn.Module):
+    """EZ-VSL (Mo & Morgado 2022): the audio and visual encoders trained with the multiple-instance
+    contrastive loss on the last stage only (M2ICL with one scale); its mask is the audio-visual cosine
+    map of that stage, min-max normalised (the object-guided refinement of EZ-VSL is left out)."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.audio_encoder = AudioEncoder(cfg)
+        self.visual_encoder = VisualEncoder(cfg)
+
+    def forward(self, image, audio):
+        return {"audio_embed": self.audio_encoder(audio), "visual_maps": self.visual_encoder(image)[-1:]}
+
+    @torch.no_grad()
+    def predict(self, image, audio):
+        out = self(image, audio)
+        return localization_map(out["audio_embed"], out["visual_maps"], image.shape[-2:])

@@ -1,9 +1,11 @@
-"""The official AVSBench metrics on hand-worked cases (reference.md section 2)."""
+"""The official AVSBench metrics on hand-worked cases (reference.md section 2), and the audio controls."""
 import math
 
 import pytest
 import torch
 
+import eval as evaluation
+from data import AVSBench, synthesize
 from eval import F_THRESHOLDS, Scores, frame_f_curves, frame_iou, grouped_fscore
 
 
@@ -87,3 +89,42 @@ def test_scores_summary_per_category_and_counts():
     # max 0.5; video a scores 1
     assert result["fscore"] == pytest.approx((1.0 + 0.5) / 2)
     assert not math.isnan(result["fscore_per_frame"])
+
+
+def test_foreground_area_and_non_empty_fraction():
+    scores = evaluation.Scores()
+    prob = torch.zeros(3, 4, 4)
+    prob[0, :2] = 0.9                                     # half the frame
+    prob[1, 0, 0] = 0.6                                   # one pixel
+    gt = torch.ones(3, 4, 4, dtype=torch.bool)
+    scores.add(prob, gt, ["a", "a", "b"], [0, 0, 1], ["k1", "k2", "k3"])
+    result = scores.summary()
+    assert result["fg_area"] == pytest.approx((0.5 + 1 / 16 + 0) / 3)
+    assert result["non_empty"] == pytest.approx(2 / 3)
+
+
+@pytest.fixture(scope="module")
+def s4_train(tmp_path_factory):
+    root = tmp_path_factory.mktemp("controls")
+    synthesize(root, "s4", videos=12, seed=3, size=32)
+    return AVSBench(root, "s4", "train", img_size=32)
+
+
+def test_swapped_audio_comes_from_the_same_second_of_another_category(s4_train):
+    control = evaluation.AudioControl(s4_train, "swap")
+    categories = {s4_train.items[i].category for i in range(len(s4_train))}
+    assert len(categories) > 1
+    for index in range(len(s4_train)):
+        partner = control.partner[index]
+        mine, theirs = s4_train.items[index], s4_train.items[partner]
+        assert theirs.category != mine.category and theirs.frame == mine.frame
+    for index in (0, 7):
+        item = control[index]
+        torch.testing.assert_close(item["audio"], s4_train.audio(control.partner[index]))
+        torch.testing.assert_close(item["image"], s4_train[index]["image"])
+
+
+def test_silent_audio_is_the_spectrogram_of_zeros(s4_train):
+    audio = evaluation.AudioControl(s4_train, "silent")[3]["audio"]
+    assert audio.shape == (1, 257, 300)
+    torch.testing.assert_close(audio, torch.full_like(audio, math.log(1e-7)))

@@ -113,3 +113,42 @@ def test_eval_rejects_bad_checkpoints(s4_run, tmp_path):
 def test_pred_dir_missing_prediction(root, tmp_path):
     line = error_of(run_script("eval.py", "--pred-dir", str(tmp_path), "--root", str(root), "--subset", "s4"))
     assert "missing prediction" in line and str(tmp_path) in line
+
+
+@pytest.mark.parametrize("method", ["avs-ws", "cam", "ezvsl", "c2am"])
+def test_baselines_train_and_evaluate(root, tmp_path, method):
+    train.main(["--root", str(root), "--subset", "s4", "--out", str(tmp_path), "--method", method, *TINY])
+    ckpt = evaluation.load_checkpoint(tmp_path / "best.pt")
+    assert ckpt["method"] == method
+    metrics = json.loads((tmp_path / "eval-test" / "metrics.json").read_text())
+    assert metrics["frames"] == 5 and 0.0 <= metrics["fg_area"] <= 1.0
+    # the checkpoint rebuilds the same network in eval.py
+    again = evaluation.main([str(tmp_path / "best.pt"), "--out", str(tmp_path / "ev"), "--workers", "0",
+                             "--device", "cpu", "--overlays", "0", "--worst", "0"])
+    assert again["miou"] == pytest.approx(metrics["miou"])
+
+
+@pytest.mark.parametrize("flags,parts", [(["--no-avf"], {"pmr"}), (["--no-pmr"], {"avf", "avm"}),
+                                         (["--fusion-stages", "2"], {"avf", "pmr"})])
+def test_wsavs_ablation_flags(root, tmp_path, flags, parts):
+    train.main(["--root", str(root), "--subset", "s4", "--out", str(tmp_path), *flags, *TINY])
+    assert set(read_log(tmp_path)[0]) & {"avf", "pmr", "avm"} == parts
+    assert (tmp_path / "pseudo_masks").is_dir() == ("--no-pmr" not in flags)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--method", "cam", "--subset", "ms3"], "needs the S4 category labels"),
+    (["--method", "ezvsl", "--no-pmr"], "apply to --method wsavs only"),
+])
+def test_train_rejects_inconsistent_flags(args, message):
+    result = run_script("train.py", *args)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_audio_controls_on_a_checkpoint(s4_run, tmp_path):
+    common = ["--split", "train", "--workers", "0", "--device", "cpu", "--overlays", "0", "--worst", "0"]
+    true = evaluation.main([str(s4_run / "last.pt"), *common, "--out", str(tmp_path / "true")])
+    for mode in ("swap", "silent"):
+        result = evaluation.main([str(s4_run / "last.pt"), *common, "--audio", mode, "--out", str(tmp_path / mode)])
+        assert result["frames"] == true["frames"] and 0.0 <= result["non_empty"] <= 1.0
+        assert result["fg_area"] != true["fg_area"]             # the untrained model's mask moves with the audio

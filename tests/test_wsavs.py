@@ -5,8 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wsavs import (WSAVS, AudioVisualFusion, Config, PseudoMaskNet, c2am_loss, m2icl_loss, refine_pseudo_mask,
-                   saliency_loss, sim_max, sim_min, wsavs_loss)
+from wsavs import (EZVSL, WSAVS, AudioVisualFusion, CAMNet, Config, PseudoMaskNet, audio_gated_pseudo_mask, avm_loss,
+                   c2am_loss, equivariance_loss, localization_map, m2icl_loss, random_affine, refine_pseudo_mask,
+                   saliency_loss, sim_max, sim_min, warp, wsavs_loss)
 
 
 def small_config(**kw):
@@ -113,11 +114,12 @@ def test_c2am_loss_separated_foreground_background():
     assert c2am_loss(features, 1 - activation).item() == pytest.approx(expected, rel=1e-4)
 
 
-def test_saliency_loss_targets_are_the_thresholded_map():
-    activation = torch.tensor([0.1, 0.29, 0.31, 0.9]).reshape(1, 1, 2, 2)
+def test_saliency_loss_targets_are_the_thresholded_normalised_map():
     logits = torch.tensor([-20.0, -20.0, 20.0, 20.0]).reshape(1, 1, 2, 2)
-    assert saliency_loss(logits, activation, 0.3).item() == pytest.approx(0.0, abs=1e-6)
-    assert saliency_loss(-logits, activation, 0.3).item() == pytest.approx(20.0, rel=1e-3)
+    for activation in ([0.0, 0.29, 0.31, 1.0], [0.2, 0.3, 0.5, 0.6]):  # the second normalises to the first
+        activation = torch.tensor(activation).reshape(1, 1, 2, 2)
+        assert saliency_loss(logits, activation, 0.3).item() == pytest.approx(0.0, abs=1e-6)
+        assert saliency_loss(-logits, activation, 0.3).item() == pytest.approx(20.0, rel=1e-3)
 
 
 def test_eq6_pseudo_mask_rule():
@@ -157,6 +159,134 @@ def test_wsavs_loss_is_sum_of_parts():
     pseudo = (torch.rand(3, 1, 64, 64) > 0.5).float()
     loss, parts = wsavs_loss(out, pseudo, torch.arange(3), 0.03)
     assert loss.item() == pytest.approx((parts["avf"] + parts["pmr"]).item(), rel=1e-6)
-    assert parts["pmr"].item() == pytest.approx(F.binary_cross_entropy_with_logits(out["mask_logits"], pseudo).item())
+    gated = audio_gated_pseudo_mask(pseudo, localization_map(out["audio_embed"], out["visual_maps"][:1], (64, 64)))
+    assert 0 < gated.sum() < pseudo.sum()
+    assert parts["pmr"].item() == pytest.approx(F.binary_cross_entropy_with_logits(out["mask_logits"], gated).item())
     loss.backward()
     assert all(p.grad is not None for p in model.decoder.parameters())
+
+
+@pytest.mark.parametrize("avf,pmr,parts_expected", [(True, True, {"avf", "pmr"}), (False, True, {"pmr"}),
+                                                    (True, False, {"avf", "avm"}), (False, False, {"avm"})])
+def test_wsavs_loss_table2_switches(avf, pmr, parts_expected):
+    torch.manual_seed(0)
+    model = WSAVS(small_config(img_size=64))
+    out = model(torch.randn(3, 3, 64, 64), torch.randn(3, 1, 257, 300))
+    pseudo = (torch.rand(3, 1, 64, 64) > 0.5).float()
+    loss, parts = wsavs_loss(out, pseudo if pmr else None, torch.arange(3), 0.03, avf=avf, pmr=pmr)
+    assert set(parts) == parts_expected
+    assert loss.item() == pytest.approx(sum(parts.values()).item(), rel=1e-6)
+    if pmr and not avf:                                   # no M2ICL map to gate with: the Eq. 6 mask as is
+        assert parts["pmr"].item() == pytest.approx(
+            F.binary_cross_entropy_with_logits(out["mask_logits"], pseudo).item())
+    loss.backward()
+    assert all(p.grad is not None for p in model.decoder.parameters())
+
+
+@pytest.mark.parametrize("stages", [1, 2, 3, 4])
+def test_fusion_stages_fuse_and_contrast_the_last_k(stages):
+    torch.manual_seed(0)
+    model = WSAVS(small_config(img_size=64, fusion_stages=stages)).eval()
+    image, audio = torch.randn(2, 3, 64, 64), torch.randn(2, 1, 257, 300)
+    with torch.no_grad():
+        out = model(image, audio)
+        all_maps = model.visual_encoder(image)
+        other = model(image, torch.randn(2, 1, 257, 300))["mask_logits"]
+    assert len(model.fusion) == stages
+    assert [v.shape for v in out["visual_maps"]] == [v.shape for v in all_maps[4 - stages:]]
+    assert (out["mask_logits"] - other).abs().max() > 1e-5   # the audio still reaches the mask
+
+
+def test_localization_map_known_answer():
+    audio = torch.tensor([[1.0, 0.0]])
+    visual = torch.zeros(1, 2, 3, 4)
+    visual[:, 1] = 1.0
+    visual[0, :, 1, 2] = torch.tensor([2.0, 0.0])          # cos 1 here, cos 0 elsewhere
+    expected = torch.zeros(1, 1, 3, 4)
+    expected[0, 0, 1, 2] = 1.0
+    torch.testing.assert_close(localization_map(audio, [visual], (3, 4)), expected)
+    # two stages are averaged: the same map twice gives the same answer
+    torch.testing.assert_close(localization_map(audio, [visual, visual], (3, 4)), expected)
+
+
+def test_audio_gate_keeps_pseudo_mask_pixels_the_audio_points_at():
+    pseudo = torch.tensor([1.0, 1.0, 1.0, 0.0]).reshape(1, 1, 2, 2)
+    localization = torch.tensor([0.2, 0.5, 0.9, 0.9]).reshape(1, 1, 2, 2)
+    assert audio_gated_pseudo_mask(pseudo, localization).flatten().tolist() == [0.0, 1.0, 1.0, 0.0]
+
+
+def test_avm_loss_known_answers():
+    audio = torch.tensor([[1.0, 2.0, 0.5]])
+    visual = audio[:, :, None, None].expand(1, 3, 4, 4).clone()       # every position equals the audio
+    logits = torch.randn(1, 1, 16, 16)
+    assert avm_loss(logits, visual, audio).item() == pytest.approx(0.0, abs=1e-6)
+    visual[:, :, :2] = 0.0                                # top half zero; a mask on the bottom half pools the audio
+    bottom = torch.full((1, 1, 16, 16), -30.0)
+    bottom[..., 8:, :] = 30.0
+    assert avm_loss(bottom, visual, audio).item() == pytest.approx(0.0, abs=1e-5)
+    top = -bottom                                         # pools zeros: KL(audio || uniform)
+    p = F.softmax(audio, dim=1)
+    expected = (p * (p.log() + math.log(3))).sum().item()
+    assert avm_loss(top, visual, audio).item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_cam_baseline_shapes_loss_and_mask():
+    torch.manual_seed(0)
+    net = CAMNet(small_config(img_size=64), num_classes=5)
+    image = torch.randn(3, 3, 64, 64)
+    out = net(image)
+    assert out["class_maps"].shape == (3, 5, 8, 8) and out["class_logits"].shape == (3, 5)
+    loss = F.cross_entropy(out["class_logits"], torch.tensor([0, 3, 4]))
+    loss.backward()
+    assert net.classifier.weight.grad.abs().sum() > 0
+    net.eval()
+    mask = net.predict(image, None)
+    assert mask.shape == (3, 1, 64, 64)
+    assert mask.amin(dim=(2, 3)).flatten().tolist() == pytest.approx([0.0] * 3, abs=1e-6)
+    assert mask.amax(dim=(2, 3)).flatten().tolist() == pytest.approx([1.0] * 3, abs=1e-6)
+
+
+def test_ezvsl_baseline_contrasts_the_last_stage_and_maps_it():
+    torch.manual_seed(0)
+    net = EZVSL(small_config(img_size=64))
+    image, audio = torch.randn(3, 3, 64, 64), torch.randn(3, 1, 257, 300)
+    out = net(image, audio)
+    assert [v.shape for v in out["visual_maps"]] == [(3, 32, 2, 2)]
+    loss = m2icl_loss(out["audio_embed"], out["visual_maps"], torch.arange(3), 0.03)
+    loss.backward()
+    assert net.audio_encoder.proj.weight.grad.abs().sum() > 0
+    net.eval()
+    with torch.no_grad():
+        out = net(image, audio)
+    torch.testing.assert_close(net.predict(image, audio),
+                               localization_map(out["audio_embed"], out["visual_maps"], (64, 64)))
+
+
+def test_c2am_baseline_predicts_the_pseudo_mask():
+    torch.manual_seed(0)
+    net = PseudoMaskNet(small_config(img_size=64)).eval()
+    image = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(net.predict(image, torch.randn(2, 1, 257, 300)), net.pseudo_mask(image))
+
+
+def test_random_affine_crops_inside_the_frame():
+    theta = random_affine(500, torch.Generator().manual_seed(0))
+    linear, shift = theta[:, :, :2], theta[:, :, 2]
+    scale = linear.det().abs().sqrt()                      # scale x a flip / quarter turn
+    assert scale.min() >= 0.5 - 1e-6 and scale.max() <= 1 + 1e-6
+    torch.testing.assert_close(linear @ linear.transpose(1, 2), scale[:, None, None] ** 2 * torch.eye(2).expand(500, 2, 2))
+    assert (shift.abs() <= (1 - scale)[:, None] + 1e-6).all()
+    assert (linear.det() < 0).float().mean().item() == pytest.approx(0.5, abs=0.1)  # half mirrored
+
+
+def test_warp_and_equivariance_loss():
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    identity = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
+    mirror = torch.tensor([[[-1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
+    torch.testing.assert_close(warp(x, identity), x)
+    torch.testing.assert_close(warp(x, mirror), x.flip(-1))
+    # a map lit on whatever is at the left of the frame is not mirror-equivariant: the loss sees it
+    left = torch.zeros(1, 1, 4, 4)
+    left[..., :2] = 1.0
+    assert equivariance_loss(left, left, mirror).item() == pytest.approx(1.0)
+    assert equivariance_loss(left, left.flip(-1), mirror).item() == pytest.approx(0.0)
