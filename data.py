@@ -327,6 +327,7 @@ class AVSBench(torch.utils.data.Dataset):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
         self.subset, self.split, self.img_size, self.train_aug = subset, split, img_size, train_aug
+        self.aug_key = (0, 0)                                  # (seed, epoch), see set_epoch
         self.root = subset_root(root, subset)
         self.pseudo_mask_dir = None if pseudo_mask_dir is None else Path(pseudo_mask_dir)
         rows = [row for row in read_meta(self.root, subset) if row.split == split]
@@ -349,6 +350,10 @@ class AVSBench(torch.utils.data.Dataset):
             for path in needed:
                 if path is not None and not path.is_file():
                     raise DataError(f"{path}: missing file ({subset} {split} needs it)")
+
+    def set_epoch(self, seed: int, epoch: int):
+        """Key the training augmentation of the coming epoch."""
+        self.aug_key = (seed, epoch)
 
     def pseudo_mask_path(self, item: FrameItem) -> Path:
         return self.pseudo_mask_dir / f"{item.key}.png"
@@ -395,7 +400,9 @@ class AVSBench(torch.utils.data.Dataset):
 
     def __getitem__(self, index):
         item = self.items[index]
-        flip = self.train_aug and bool(torch.rand(()) < 0.5)  # horizontal flip, identical for all maps
+        # horizontal flip, identical for all maps, drawn from (seed, epoch, index) alone: any number of loader
+        # workers, and a resumed epoch, see the same flips
+        flip = self.train_aug and bool(np.random.default_rng([*self.aug_key, index]).random() < 0.5)
         image, frame_size = load_image(item.image_path, self.img_size, flip)  # (3, S, S)
         sample = {"image": image, "audio": self.audio(index), **self.labels(item, frame_size, flip)}
         if self.pseudo_mask_dir is not None:

@@ -13,6 +13,11 @@ WS-AVS has two phases:
      epoch, <out>/last.pt and <out>/best.pt, one JSON line per epoch in <out>/log.jsonl.
 The run ends with the test split evaluated with best.pt (as eval.py does).
 
+Several GPUs: torchrun --nproc_per_node N train.py ... (gloo on CPU, nccl on GPU; torchrun's --nnodes,
+--node_rank and --rdzv_endpoint for several machines). --batch-size is per process, and the M2ICL
+negatives come from every process, so N processes with batch b train like one with batch N b. Rank 0
+alone runs phase 1 (the others wait) and writes checkpoints, logs and pseudo masks.
+
 --method picks the network and loss (paper section 4.2):
   wsavs   the method above; --no-avf / --no-pmr drop either loss (Table 2), --fusion-stages k fuses and
           contrasts only the last k stages (Figure 3)
@@ -25,6 +30,7 @@ The run ends with the test split evaluated with best.pt (as eval.py does).
   c2am    phase 1 alone; mask = the Eq. 6 pseudo mask of the frame (class-agnostic map + saliency)
 """
 import argparse
+import datetime
 import json
 import os
 import random
@@ -35,8 +41,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 from tqdm import tqdm
 
 import eval as evaluation
@@ -92,7 +100,12 @@ def parse_args(argv=None):
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
     p.add_argument("--workers", type=int, default=4, help="data-loading processes")
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from <out>/last.pt where it stopped, mid-epoch included (a fresh start if absent)")
+    p.add_argument("--save-every", type=int, default=0,
+                   help="also write <out>/last.pt every N training steps (default 0: at epoch ends only)")
+    p.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"],
+                   help="mixed precision: bf16 (CUDA or CPU) or fp16 (CUDA, with loss scaling); default off")
     p.add_argument("--demo", action="store_true",
                    help=f"generate a small synthetic S4 set in {DEMO['root']} (if absent) and train a small model "
                         "on the CPU; explicit flags still override the demo's settings")
@@ -105,6 +118,8 @@ def parse_args(argv=None):
         p.error("--no-avf, --no-pmr and --fusion-stages apply to --method wsavs only")
     if args.method == "cam" and args.subset != "s4":
         p.error("--method cam needs the S4 category labels; AVSBench MS3 has none")
+    if args.amp == "fp16" and not (torch.cuda.is_available() and args.device != "cpu"):
+        p.error("--amp fp16 needs CUDA; use --amp bf16 on a CPU")
     if args.method == "avs-ws":                                  # = wsavs with neither AVF nor PMR (Table 2 row 1)
         args.avf = args.pmr = False
     return args
@@ -122,10 +137,57 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
-def loader(dataset, batch_size, workers, shuffle, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, generator=generator,
-                      drop_last=shuffle and len(dataset) > batch_size)
+def loader(dataset, batch_size, workers):
+    """In order, for evaluation and writing pseudo masks."""
+    return DataLoader(dataset, batch_size=batch_size, num_workers=workers)
+
+
+def train_loader(dataset, batch_size, workers, seed, epoch, rank=0, world=1, skip=0):
+    """This process's batches of one epoch: DistributedSampler's shard of the (seed, epoch) permutation, cut
+    into batches, the first `skip` left out (a resumed epoch). Step k of all ranks together is the batch a
+    single process with batch N b would see. Augmentation is keyed by (seed, epoch) too."""
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
+    sampler.set_epoch(epoch)
+    batches = list(BatchSampler(sampler, batch_size, drop_last=len(dataset) // world >= batch_size))[skip:]
+    dataset.set_epoch(seed, epoch)
+    return DataLoader(dataset, batch_sampler=batches, num_workers=workers)
+
+
+def setup_distributed(device_name):
+    """(rank, world size, device). torchrun sets WORLD_SIZE, RANK and LOCAL_RANK; a plain run is rank 0 of 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, evaluation.pick_device(device_name)
+    local_rank = int(os.environ["LOCAL_RANK"])
+    use_cuda = torch.cuda.is_available() and device_name != "cpu"
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    # long timeout: the other ranks wait at a barrier while rank 0 runs phase 1
+    dist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(hours=12))
+    return dist.get_rank(), world, torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+
+
+class AllGather(torch.autograd.Function):
+    """Concatenate x over ranks; the backward pass sums the gradient over ranks (all-reduce: gloo has no
+    reduce-scatter) and hands each rank the slice of its own rows."""
+
+    @staticmethod
+    def forward(ctx, x):
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        rows = grad.shape[0] // dist.get_world_size()
+        return grad[dist.get_rank() * rows:(dist.get_rank() + 1) * rows]
+
+
+def gather_across_ranks(x):
+    """(x of every rank concatenated in rank order, where this rank's rows start), with gradients."""
+    return AllGather.apply(x), dist.get_rank() * len(x)
 
 
 def save_atomic(obj, path):
@@ -164,7 +226,7 @@ def train_pmr(args, cfg, device, out):
     for epoch in range(args.pmr_epochs):
         net.train()
         border = []
-        for step, batch in enumerate(tqdm(loader(train_set, args.batch_size, args.workers, True, args.seed + epoch),
+        for step, batch in enumerate(tqdm(train_loader(train_set, args.batch_size, args.workers, args.seed, epoch),
                                           desc=f"PMR C2AM {epoch + 1}/{args.pmr_epochs}", leave=False,
                                           dynamic_ncols=True)):
             image = batch["image"].to(device)                      # (B, 3, S, S)
@@ -192,7 +254,7 @@ def train_pmr(args, cfg, device, out):
     for epoch in range(args.pmr_epochs):
         net.eval()
         net.saliency_head.train()
-        for step, batch in enumerate(tqdm(loader(train_set, args.batch_size, args.workers, True, args.seed + epoch),
+        for step, batch in enumerate(tqdm(train_loader(train_set, args.batch_size, args.workers, args.seed, epoch),
                                           desc=f"PMR saliency {epoch + 1}/{args.pmr_epochs}", leave=False,
                                           dynamic_ncols=True)):
             image = batch["image"].to(device)
@@ -214,7 +276,7 @@ def train_pmr(args, cfg, device, out):
     plain_set = AVSBench(args.root, args.subset, "train", img_size=cfg.img_size)
     scores = evaluation.Scores()
     with torch.no_grad():
-        for batch in tqdm(loader(plain_set, args.batch_size, args.workers, False), desc="PMR pseudo masks",
+        for batch in tqdm(loader(plain_set, args.batch_size, args.workers), desc="PMR pseudo masks",
                           leave=False, dynamic_ncols=True):
             pseudo = net.pseudo_mask(batch["image"].to(device)).cpu()      # (B, 1, S, S)
             for key, mask in zip(batch["key"], pseudo):
@@ -235,7 +297,7 @@ def train_pmr(args, cfg, device, out):
 # ---------------------------------------------------------------------------------------------
 # Phase 2: WS-AVS, or a baseline's whole training
 
-def batch_loss(args, cfg, model, batch, video_ids, device):
+def batch_loss(args, cfg, model, batch, video_ids, device, gather):
     """(loss, {part: value}) of one batch for the chosen method."""
     image = batch["image"].to(device)
     if args.method == "cam":
@@ -243,66 +305,114 @@ def batch_loss(args, cfg, model, batch, video_ids, device):
         return loss, {"cls": loss.detach()}
     out = model(image, batch["audio"].to(device))
     if args.method == "ezvsl":
-        loss = m2icl_loss(out["audio_embed"], out["visual_maps"], video_ids, cfg.tau)
+        loss = m2icl_loss(out["audio_embed"], out["visual_maps"], video_ids, cfg.tau, gather)
         return loss, {"avf": loss.detach()}
     pseudo_mask = batch["pseudo_mask"].to(device) if args.pmr else None
-    return wsavs_loss(out, pseudo_mask, video_ids, cfg.tau, avf=args.avf, pmr=args.pmr)
+    return wsavs_loss(out, pseudo_mask, video_ids, cfg.tau, avf=args.avf, pmr=args.pmr, gather=gather)
 
 
-def train_network(args, cfg, device, out, pseudo_dir):
+def rng_state():
+    """Torch's generators: the only ones phase 2 draws from (augmentation is keyed by seed, epoch and index)."""
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    if state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train_network(args, cfg, device, out, pseudo_dir, rank=0, world=1):
     train_set = AVSBench(args.root, args.subset, "train", img_size=cfg.img_size, train_aug=True,
                          pseudo_mask_dir=pseudo_dir)
     val_set = AVSBench(args.root, args.subset, "val", img_size=cfg.img_size)
     video_index = {v: i for i, v in enumerate(train_set.videos)}
+    torch.manual_seed(args.seed + 1)                             # same weights whether or not phase 1 ran now
     model = evaluation.build_model(args.method, cfg).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    start_epoch, best_miou = 0, -1.0
-    if args.resume:
+    scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
+    start_epoch, start_step, best_miou, totals = 0, 0, -1.0, {}
+    if args.resume and (out / "last.pt").is_file():
         ckpt = evaluation.load_checkpoint(out / "last.pt", map_location=device)
-        if ckpt["config"] != asdict(cfg) or ckpt.get("method") != args.method:
+        if ckpt["config"] != asdict(cfg) or ckpt.get("method") != args.method or "optimizer" not in ckpt:
             raise evaluation.CheckpointError(f"{out / 'last.pt'}: saved with another method or configuration "
                                              "than these flags")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        start_epoch, best_miou = ckpt["epoch"], ckpt["best_miou"]
-        torch.set_rng_state(ckpt["rng"])
-        print(f"resumed from {out / 'last.pt'} after epoch {start_epoch}")
-    val_loader = loader(val_set, args.batch_size, args.workers, False)
+        scaler.load_state_dict(ckpt["scaler"])
+        start_epoch, start_step, best_miou, totals = ckpt["epoch"], ckpt["step"], ckpt["best_miou"], ckpt["totals"]
+        set_rng_state(ckpt["rng"])
+        if rank == 0:
+            print(f"resumed from {out / 'last.pt'}: epoch {start_epoch + 1}, step {start_step}")
+    elif args.resume and rank == 0:
+        print(f"--resume: no {out / 'last.pt'} yet, starting from the beginning")
+    if world > 1:
+        if device.type == "cuda":                                # batch statistics over all N b frames
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        # EZ-VSL leaves the projections of stages 1-3 unused
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                        find_unused_parameters=args.method == "ezvsl")
+    network = model.module if world > 1 else model
+    gather = gather_across_ranks if world > 1 else None
+    autocast = torch.autocast(device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp),
+                              enabled=args.amp != "off")
+
+    def checkpoint(epoch, step, val=None):
+        """Rank 0 writes last.pt (temp file + rename): after `step` batches of epoch `epoch` (0-based)."""
+        if rank == 0:
+            save_atomic({"method": args.method, "model": network.state_dict(), "config": asdict(cfg),
+                         "args": vars(args), "epoch": epoch, "step": step, "optimizer": optimizer.state_dict(),
+                         "scaler": scaler.state_dict(), "best_miou": best_miou, "totals": totals, "rng": rng_state(),
+                         "val": val}, out / "last.pt")
 
     for epoch in range(start_epoch, args.epochs):
         started = time.time()
         model.train()
-        totals = {}
-        batches = loader(train_set, args.batch_size, args.workers, True, args.seed + 1000 + epoch)
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, dynamic_ncols=True)
-        for step, batch in enumerate(bar):
+        skip = start_step if epoch == start_epoch else 0
+        if skip == 0:
+            totals = {}
+        batches = train_loader(train_set, args.batch_size, args.workers, args.seed + 1000, epoch, rank, world, skip)
+        steps = skip + len(batches)
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, dynamic_ncols=True,
+                   initial=skip, total=steps, disable=rank != 0)
+        for step, batch in enumerate(bar, start=skip):
             video_ids = torch.tensor([video_index[v] for v in batch["video"]], device=device)
-            loss, parts = batch_loss(args, cfg, model, batch, video_ids, device)
-            check_finite(loss, epoch * len(batches) + step, args.method)
+            with autocast:
+                loss, parts = batch_loss(args, cfg, model, batch, video_ids, device, gather)
+            check_finite(loss, epoch * steps + step, args.method)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             for name, value in (("loss", loss.detach()), *parts.items()):
                 totals[name] = totals.get(name, 0.0) + value.item()
             bar.set_postfix(loss=f"{loss.item():.3f}")
-        totals = {k: v / max(1, len(batches)) for k, v in totals.items()}
-        val = evaluation.evaluate(model, val_loader, device, desc="val").summary()
-        best = val["miou"] > best_miou
-        best_miou = max(best_miou, val["miou"])
-        record = {"epoch": epoch + 1, **totals, "val_miou": val["miou"], "val_fscore": val["fscore"],
-                  "seconds": round(time.time() - started, 1)}
-        with open(out / "log.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-        ckpt = {"method": args.method, "model": model.state_dict(), "config": asdict(cfg), "args": vars(args),
-                "epoch": epoch + 1, "optimizer": optimizer.state_dict(), "best_miou": best_miou,
-                "rng": torch.get_rng_state(), "val": {"miou": val["miou"], "fscore": val["fscore"]}}
-        save_atomic(ckpt, out / "last.pt")
-        if best:
-            save_atomic(ckpt, out / "best.pt")
-        parts = ", ".join(f"{k} {v:.4f}" for k, v in totals.items() if k != "loss")
-        print(f"epoch {epoch + 1}/{args.epochs}  loss {totals['loss']:.4f} ({parts})  val mIoU {100 * val['miou']:.2f}"
-              f"  F {100 * val['fscore']:.2f}{'  *best*' if best else ''}  {record['seconds']:.0f}s")
-    return model
+            if args.save_every and (step + 1) % args.save_every == 0 and step + 1 < steps:
+                checkpoint(epoch, step + 1)
+        totals = {k: v / max(1, steps) for k, v in totals.items()}
+        if world > 1:                                            # the log shows the mean over processes
+            values = torch.tensor(list(totals.values()), dtype=torch.float64, device=device)
+            dist.all_reduce(values)
+            totals = dict(zip(totals, (values / world).tolist()))
+        if rank == 0:
+            val = evaluation.evaluate(network, loader(val_set, args.batch_size, args.workers), device,
+                                      desc="val").summary()
+            best = val["miou"] > best_miou
+            best_miou = max(best_miou, val["miou"])
+            record = {"epoch": epoch + 1, **totals, "val_miou": val["miou"], "val_fscore": val["fscore"],
+                      "seconds": round(time.time() - started, 1)}
+            with open(out / "log.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            checkpoint(epoch + 1, 0, {"miou": val["miou"], "fscore": val["fscore"]})
+            if best:
+                save_atomic(torch.load(out / "last.pt", weights_only=True), out / "best.pt")
+            parts = ", ".join(f"{k} {v:.4f}" for k, v in totals.items() if k != "loss")
+            print(f"epoch {epoch + 1}/{args.epochs}  loss {totals['loss']:.4f} ({parts})  val mIoU "
+                  f"{100 * val['miou']:.2f}  F {100 * val['fscore']:.2f}{'  *best*' if best else ''}  "
+                  f"{record['seconds']:.0f}s")
+        if world > 1:
+            dist.barrier()
+    return network
 
 
 def c2am_checkpoint(args, cfg, device, out, pseudo_dir):
@@ -310,7 +420,7 @@ def c2am_checkpoint(args, cfg, device, out, pseudo_dir):
     net = PseudoMaskNet(cfg).to(device)
     net.load_state_dict(torch.load(pseudo_dir / "pmr.pt", map_location=device, weights_only=True)["model"])
     val_set = AVSBench(args.root, args.subset, "val", img_size=cfg.img_size)
-    val = evaluation.evaluate(net, loader(val_set, args.batch_size, args.workers, False), device, desc="val").summary()
+    val = evaluation.evaluate(net, loader(val_set, args.batch_size, args.workers), device, desc="val").summary()
     ckpt = {"method": "c2am", "model": net.state_dict(), "config": asdict(cfg), "args": vars(args),
             "epoch": args.pmr_epochs, "val": {"miou": val["miou"], "fscore": val["fscore"]}}
     save_atomic(ckpt, out / "last.pt")
@@ -322,32 +432,46 @@ def c2am_checkpoint(args, cfg, device, out, pseudo_dir):
 def main(argv=None):
     args = parse_args(argv)
     started = time.time()
-    if args.demo and not (Path(args.root) / "Single-source" / "s4_meta_data.csv").is_file():
-        print(f"demo: writing a synthetic S4 set of {DEMO_VIDEOS} videos to {args.root}")
-        synthesize(args.root, "s4", videos=DEMO_VIDEOS, seed=0)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    device = evaluation.pick_device(args.device)
-    cfg = config_from(args)
-    seed_everything(args.seed)
-    for split in ("train", "val", "test"):                         # bad data fails now, not after hours
-        AVSBench(args.root, args.subset, split)
+    rank, world, device = setup_distributed(args.device)
+    try:
+        if rank == 0 and args.demo and not (Path(args.root) / "Single-source" / "s4_meta_data.csv").is_file():
+            print(f"demo: writing a synthetic S4 set of {DEMO_VIDEOS} videos to {args.root}")
+            synthesize(args.root, "s4", videos=DEMO_VIDEOS, seed=0)
+        if world > 1:
+            dist.barrier()
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        cfg = config_from(args)
+        seed_everything(args.seed)
+        for split in ("train", "val", "test"):                     # bad data fails now, not after hours
+            AVSBench(args.root, args.subset, split)
 
-    needs_pmr = args.method == "c2am" or (args.method == "wsavs" and args.pmr)
-    pseudo_dir = train_pmr(args, cfg, device, out) if needs_pmr else None
-    if args.method == "c2am":
-        model = c2am_checkpoint(args, cfg, device, out, pseudo_dir)
-    else:
-        model = train_network(args, cfg, device, out, pseudo_dir)
+        needs_pmr = args.method == "c2am" or (args.method == "wsavs" and args.pmr)
+        pseudo_dir = None
+        if needs_pmr:                                              # phase 1 on rank 0; the others wait
+            pseudo_dir = train_pmr(args, cfg, device, out) if rank == 0 else None
+            if world > 1:
+                shared = [pseudo_dir]
+                dist.broadcast_object_list(shared)
+                pseudo_dir = shared[0]
+        if args.method == "c2am":
+            if rank == 0:
+                model = c2am_checkpoint(args, cfg, device, out, pseudo_dir)
+        else:
+            model = train_network(args, cfg, device, out, pseudo_dir, rank, world)
 
-    best = evaluation.load_checkpoint(out / "best.pt", map_location=device)
-    model.load_state_dict(best["model"])
-    test_set = AVSBench(args.root, args.subset, "test", img_size=cfg.img_size)
-    scores = evaluation.evaluate(model, loader(test_set, args.batch_size, args.workers, False), device,
-                                 keep_predictions=True, desc="test")
-    print(f"test (best.pt, epoch {best['epoch']}):")
-    evaluation.report(scores, test_set, out / "eval-test", n_sample=8, n_worst=8)
-    print(f"done in {(time.time() - started) / 60:.1f} min")
+        if rank == 0:
+            best = evaluation.load_checkpoint(out / "best.pt", map_location=device)
+            model.load_state_dict(best["model"])
+            test_set = AVSBench(args.root, args.subset, "test", img_size=cfg.img_size)
+            scores = evaluation.evaluate(model, loader(test_set, args.batch_size, args.workers), device,
+                                         keep_predictions=True, desc="test")
+            print(f"test (best.pt, epoch {best['epoch']}):")
+            evaluation.report(scores, test_set, out / "eval-test", n_sample=8, n_worst=8)
+            print(f"done in {(time.time() - started) / 60:.1f} min")
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

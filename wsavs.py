@@ -190,19 +190,30 @@ class WSAVS(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # 4. M2ICL, Eq. 3-5: sim(a_i, v_m^s) = max over positions of cos(a_i, v_m^s[:, p]), tau, both directions
 
-def m2icl_loss(audio_embed, visual_maps, video_ids, tau):
+def m2icl_loss(audio_embed, visual_maps, video_ids, tau, gather=None):
     """audio_embed (B, D); visual_maps S x (B, D, h_s, w_s); video_ids (B,) ints.
     Choice: the paper takes every other item of the batch as a negative; two frames of the same video
-    are false negatives, so their logits are masked out (the positive pair itself is kept)."""
+    are false negatives, so their logits are masked out (the positive pair itself is kept).
+    gather (several processes): x -> (x of every rank concatenated, with gradients; where this rank's rows
+    start). Each rank then scores its own B items against all N B, so N processes with batch B train
+    like one with batch N B."""
     audio = F.normalize(audio_embed, dim=1)
-    same_video = video_ids[:, None] == video_ids[None, :]
-    false_negative = same_video & ~torch.eye(len(video_ids), dtype=torch.bool, device=same_video.device)
-    target = torch.arange(len(video_ids), device=audio.device)
+    all_video_ids, offset = gather(video_ids) if gather else (video_ids, 0)
+    target = offset + torch.arange(len(video_ids), device=audio.device)       # (B,) the positives' columns
+    positive = F.one_hot(target, len(all_video_ids)).bool()
+    false_negative = (video_ids[:, None] == all_video_ids[None, :]) & ~positive  # (B, N B)
+    all_audio = gather(audio)[0] if gather else audio
     loss = 0
     for visual in visual_maps:
-        logits = maxsim(audio, F.normalize(visual, dim=1), backend="auto") / tau  # (B_audio, B_visual)
-        logits = logits.masked_fill(false_negative, float("-inf"))
-        loss = loss + F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)  # Eq. 3 + Eq. 4
+        visual = F.normalize(visual, dim=1).to(audio.dtype)                      # (B, D, h, w)
+        if gather:
+            audio_to_visual = maxsim(audio, gather(visual)[0], backend="auto")       # (B, N B)
+            visual_to_audio = maxsim(all_audio, visual, backend="auto").t()          # (B, N B)
+        else:
+            audio_to_visual = maxsim(audio, visual, backend="auto")                  # (B, B)
+            visual_to_audio = audio_to_visual.t()
+        for logits in (audio_to_visual, visual_to_audio):                            # Eq. 3, Eq. 4
+            loss = loss + F.cross_entropy((logits / tau).masked_fill(false_negative, float("-inf")), target)
     return loss                                                  # Eq. 5: summed over stages, mean over i
 
 
@@ -365,12 +376,12 @@ def avm_loss(mask_logits, visual, audio_embed):
                     reduction="batchmean")
 
 
-def wsavs_loss(out, pseudo_mask, video_ids, tau, avf=True, pmr=True):
+def wsavs_loss(out, pseudo_mask, video_ids, tau, avf=True, pmr=True, gather=None):
     """Eq. 8, with the Table 2 switches: without AVF there is no M2ICL and no localization map to gate the
     pseudo masks with; without PMR the decoder's only signal is avs-ws's matching loss."""
     parts = {}
     if avf:
-        parts["avf"] = m2icl_loss(out["audio_embed"], out["visual_maps"], video_ids, tau)        # Eq. 5
+        parts["avf"] = m2icl_loss(out["audio_embed"], out["visual_maps"], video_ids, tau, gather)  # Eq. 5
     if pmr:
         if avf:  # gate with the finest contrasted stage: the coarse ones (3 x 3 at 96 px) localise poorly
             localization = localization_map(out["audio_embed"].detach(), [out["visual_maps"][0].detach()],

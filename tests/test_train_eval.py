@@ -146,7 +146,9 @@ def test_train_rejects_inconsistent_flags(args, message):
 
 
 def test_audio_controls_on_a_checkpoint(s4_run, tmp_path):
-    common = ["--split", "train", "--workers", "0", "--device", "cpu", "--overlays", "0", "--worst", "0"]
+    synthesize(tmp_path / "data", "s4", videos=12, seed=3, size=64)      # several categories per split
+    common = ["--root", str(tmp_path / "data"), "--split", "train", "--workers", "0", "--device", "cpu",
+              "--overlays", "0", "--worst", "0"]
     true = evaluation.main([str(s4_run / "last.pt"), *common, "--out", str(tmp_path / "true")])
     for mode in ("swap", "silent"):
         result = evaluation.main([str(s4_run / "last.pt"), *common, "--audio", mode, "--out", str(tmp_path / mode)])

@@ -1,0 +1,210 @@
+"""Multi-process training (gathered M2ICL negatives), mixed precision, exact resume after kill -9, and the
+one-line errors of train.py on bad input."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel
+
+import eval as evaluation
+import train
+from data import SAMPLE_RATE, log_spectrogram, synthesize
+from test_train_eval import TINY, error_of, run_script
+from wsavs import WSAVS, Config, wsavs_loss
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def small_model():
+    torch.manual_seed(0)
+    cfg = Config(backbone="resnet18", dim=16, decoder_dim=8, pretrained=False, audio_stem_stride=4, img_size=64)
+    return WSAVS(cfg).eval()          # BatchNorm on running statistics: per-process batches do not change it
+
+
+def global_batch():
+    g = torch.Generator().manual_seed(1)
+    images, audio = torch.randn(6, 3, 64, 64, generator=g), torch.randn(6, 1, 257, 300, generator=g)
+    pseudo = (torch.rand(6, 1, 64, 64, generator=g) > 0.5).float()
+    video_ids = torch.tensor([0, 1, 2, 3, 0, 2])      # frames of videos 0 and 2 on both ranks: masked across ranks
+    return images, audio, pseudo, video_ids
+
+
+def loss_and_grads(model, shard, gather):
+    images, audio, pseudo, video_ids = (x[shard] for x in global_batch())
+    loss, _ = wsavs_loss(model(images, audio), pseudo, video_ids, 0.03, gather=gather)
+    loss.backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    return loss.detach(), grads
+
+
+def rank_worker(rank, world, init_file, result_file):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    model = DistributedDataParallel(small_model())
+    loss, grads = loss_and_grads(model, slice(3 * rank, 3 * rank + 3), train.gather_across_ranks)
+    dist.all_reduce(loss)
+    if rank == 0:                      # DDP has averaged the gradients over ranks
+        torch.save({"loss": loss / world, "grads": {k.removeprefix("module."): v for k, v in grads.items()}},
+                   result_file)
+    dist.destroy_process_group()
+
+
+def test_two_processes_equal_one_with_the_global_batch(tmp_path):
+    mp.spawn(rank_worker, args=(2, str(tmp_path / "rendezvous"), str(tmp_path / "result.pt")), nprocs=2)
+    result = torch.load(tmp_path / "result.pt", weights_only=True)
+    loss, grads = loss_and_grads(small_model(), slice(0, 6), None)
+    torch.testing.assert_close(result["loss"], loss, rtol=1e-5, atol=1e-6)
+    assert set(result["grads"]) == set(grads)
+    for name, grad in grads.items():
+        # float32 sums in another order: equal to 1e-4 of the tensor's largest gradient
+        torch.testing.assert_close(result["grads"][name], grad, rtol=1e-3, atol=1e-4 * grad.abs().max().item(),
+                                   msg=name)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("avsbench")
+    synthesize(root, "s4", videos=5, seed=1, size=64)
+    return root
+
+
+def train_args(root, out, *extra):
+    return ["train.py", "--root", str(root), "--subset", "s4", "--out", str(out), *TINY, *extra]
+
+
+def test_torchrun_two_cpu_processes(root, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                             *train_args(root, tmp_path, "--batch-size", "3")],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 1      # rank 0 alone logs
+    ckpt = evaluation.load_checkpoint(tmp_path / "last.pt")
+    assert ckpt["epoch"] == 1 and ckpt["args"]["batch_size"] == 3
+    assert len(list((tmp_path / "pseudo_masks").glob("**/*.png"))) == 15
+
+
+def final_state(out):
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    return ckpt["model"], ckpt["optimizer"]["state"]
+
+
+def test_kill_9_then_resume_equals_an_uninterrupted_run(root, tmp_path):
+    flags = ["--epochs", "2", "--save-every", "1", "--batch-size", "3"]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    subprocess.run([sys.executable, *train_args(root, whole, *flags)], cwd=REPO, check=True, capture_output=True)
+
+    process = subprocess.Popen([sys.executable, *train_args(root, cut, *flags)], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not (cut / "last.pt").exists() and process.poll() is None:   # wait for the first step's checkpoint
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    interrupted = torch.load(cut / "last.pt", weights_only=True)
+    assert (interrupted["epoch"], interrupted["step"]) == (0, 1)      # killed in the middle of epoch 1
+    resumed = subprocess.run([sys.executable, *train_args(root, cut, *flags, "--resume")], cwd=REPO,
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0 and "resumed from" in resumed.stdout, resumed.stderr[-3000:]
+
+    (model_a, adam_a), (model_b, adam_b) = final_state(whole), final_state(cut)
+    assert all(torch.equal(model_a[k], model_b[k]) for k in model_a)
+    assert all(torch.equal(adam_a[i][k], adam_b[i][k]) for i in adam_a for k in adam_a[i])
+
+
+def test_bf16_autocast_trains(root, tmp_path):
+    train.main(train_args(root, tmp_path, "--amp", "bf16", "--method", "ezvsl")[1:])
+    log = (tmp_path / "log.jsonl").read_text()
+    assert "NaN" not in log and evaluation.load_checkpoint(tmp_path / "last.pt")["args"]["amp"] == "bf16"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is allowed on CUDA")
+def test_fp16_needs_cuda(root, tmp_path):
+    result = run_script(*train_args(root, tmp_path, "--amp", "fp16"))
+    assert result.returncode == 2 and "--amp fp16 needs CUDA" in result.stderr
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(root, tmp_path):
+    line = error_of(run_script(*train_args(root, tmp_path, "--method", "ezvsl", "--lr", "1e30", "--save-every", "1",
+                                           "--batch-size", "3")))
+    assert "non-finite ezvsl loss at step" in line
+    step = int(line.split("at step ")[1].split(";")[0])
+    kept = evaluation.load_checkpoint(tmp_path / "last.pt")
+    assert step >= 1 and kept["step"] == step                # written after the last finite step
+    assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
+
+
+def test_resume_with_other_flags_is_refused(root, tmp_path):
+    subprocess.run([sys.executable, *train_args(root, tmp_path, "--method", "ezvsl")], cwd=REPO, check=True,
+                   capture_output=True)
+    line = error_of(run_script(*train_args(root, tmp_path, "--method", "ezvsl", "--dim", "48", "--resume")))
+    assert str(tmp_path / "last.pt") in line and "another method or configuration" in line
+
+
+def test_silent_audio_gives_finite_everything():
+    model = small_model().train()
+    silence = log_spectrogram(np.zeros(5 * SAMPLE_RATE, dtype=np.float32), SAMPLE_RATE, centre_s=2.5)
+    images, _, pseudo, video_ids = global_batch()
+    out = model(images, silence.expand(6, -1, -1, -1))
+    loss, _ = wsavs_loss(out, pseudo, video_ids, 0.03)
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(v).all() for v in out.values() if torch.is_tensor(v))
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def broken_copy(root, tmp_path):
+    copy = tmp_path / "broken"
+    subprocess.run(["cp", "-r", str(root), str(copy)], check=True)
+    return copy
+
+
+@pytest.mark.parametrize("damage,expected", [
+    ("truncate_wav", "truncated"),
+    ("corrupt_png", "corrupt"),
+    ("missing_frame", "missing file"),
+    ("missing_test_mask", "missing file"),
+    ("wrong_columns", "header is"),
+    ("empty_split", "no videos in split"),
+])
+def test_train_on_bad_data_stops_with_one_line(root, tmp_path, damage, expected):
+    copy = broken_copy(root, tmp_path)
+    subset = copy / "Single-source"
+    frames = sorted((subset / "s4_data" / "visual_frames" / "train").rglob("*.png"))
+    path = {"truncate_wav": sorted((subset / "s4_data" / "audio_wav" / "train").rglob("*.wav"))[0],
+            "corrupt_png": frames[0], "missing_frame": frames[3],
+            "missing_test_mask": sorted((subset / "s4_data" / "gt_masks" / "test").rglob("*.png"))[2],
+            "wrong_columns": subset / "s4_meta_data.csv", "empty_split": subset / "s4_meta_data.csv"}[damage]
+    if damage == "truncate_wav":
+        path.write_bytes(path.read_bytes()[:1000])
+    elif damage == "corrupt_png":
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
+    elif damage.startswith("missing"):
+        path.unlink()
+    elif damage == "wrong_columns":
+        path.write_text("video,when,what,fold\n" + "\n".join(path.read_text().splitlines()[1:]) + "\n")
+    else:
+        rows = path.read_text().splitlines()
+        path.write_text("\n".join([rows[0]] + [r for r in rows[1:] if not r.endswith(",val")]) + "\n")
+    line = error_of(run_script(*train_args(copy, tmp_path / "out")))
+    assert expected in line and (str(path) in line or damage in ("wrong_columns", "empty_split")), line
+
+
+@pytest.mark.parametrize("rate,channels,seconds", [(8000, 1, 5.0), (22050, 2, 0.7), (44100, 1, 12.0),
+                                                   (48000, 2, 5.0)])
+def test_any_wav_rate_channels_and_length_trains(root, tmp_path, rate, channels, seconds):
+    copy = broken_copy(root, tmp_path)
+    for wav in (copy / "Single-source" / "s4_data" / "audio_wav").rglob("*.wav"):
+        wave, source_rate = soundfile.read(wav, dtype="float32")
+        t = np.arange(int(seconds * rate)) / rate
+        tone = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        soundfile.write(wav, np.stack([tone] * channels, axis=1) if channels == 2 else tone, rate)
+    train.main(train_args(copy, tmp_path / "out", "--method", "ezvsl")[1:])
+    assert evaluation.load_checkpoint(tmp_path / "out" / "last.pt")["epoch"] == 1
