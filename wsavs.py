@@ -6,7 +6,8 @@ Read top to bottom, it follows section 3 of the paper:
   3. Panoptic-FPN semantic-head decoder -> mask logits M                      (section 3.1)
   4. multi-scale multiple-instance contrastive loss, M2ICL                    (Eq. 3-5)
   5. pseudo mask refinement: C2AM class-agnostic map, saliency, pseudo mask   (section 3.3, Eq. 6)
-  6. the training losses                                                      (Eq. 7-8)
+  6. the training losses, with the audio gate on the pseudo masks             (Eq. 7-8)
+  7. the Table 1 baselines that need their own network: CAM, EZ-VSL           (section 4.2)
 Shapes: B batch, D embedding dim, S input size, h x w a stage's spatial size.
 """
 from dataclasses import dataclass
