@@ -52,10 +52,10 @@ from data import AVSBench, DataError, error_line, synthesize, write_mask_png
 from wsavs import (Config, PretrainedWeightsError, PseudoMaskNet, c2am_loss, equivariance_loss, m2icl_loss,
                    random_affine, saliency_loss, warp, wsavs_loss)
 
-DEMO = dict(root="data/demo-avsbench", subset="s4", out="runs/demo", epochs=10, batch_size=16, lr=1e-3,
+DEMO = dict(root="data/demo-avsbench", subset="s4", out="runs/demo", epochs=5, batch_size=16, lr=1e-3,
             img_size=96, backbone="resnet18", pretrained=False, dim=128, decoder_dim=64, audio_stem_stride=4, pmr_epochs=4,
             workers=0)
-DEMO_VIDEOS = 40
+DEMO_VIDEOS, DEMO_SIZE = 100, 96   # the same data and settings as the WS-AVS row of bench/run.py on S4
 
 
 class TrainingError(Exception):
@@ -436,7 +436,7 @@ def main(argv=None):
     try:
         if rank == 0 and args.demo and not (Path(args.root) / "Single-source" / "s4_meta_data.csv").is_file():
             print(f"demo: writing a synthetic S4 set of {DEMO_VIDEOS} videos to {args.root}")
-            synthesize(args.root, "s4", videos=DEMO_VIDEOS, seed=0)
+            synthesize(args.root, "s4", videos=DEMO_VIDEOS, seed=0, size=DEMO_SIZE)
         if world > 1:
             dist.barrier()
         out = Path(args.out)

@@ -47,7 +47,8 @@ def slug(name):
 
 def run_row(name, flags, subset, root, runs, epochs, log):
     """Train one row (unless done) and evaluate it with true, swapped and silent audio."""
-    out = runs / subset / (slug(" ".join(f for f in flags if f != "{shared}")) or "wsavs")  # same flags, same run
+    own_flags = [f for f in flags if f not in ("--pseudo-masks", "{shared}")]
+    out = runs / subset / (slug(" ".join(own_flags)) or "wsavs")                     # same flags, same run
     flags = [f.replace("{shared}", str(runs / subset / "pseudo_masks")) for f in flags]
     record_path = out / "bench.json"
     if record_path.is_file():
@@ -176,7 +177,7 @@ def main():
     p.add_argument("--subsets", nargs="+", default=["s4", "ms3"], choices=["s4", "ms3"])
     p.add_argument("--data", default="data/bench", help="synthetic AVSBench root (generated if absent)")
     p.add_argument("--videos", type=int, default=100, help="videos per synthetic subset (60/20/20 split)")
-    p.add_argument("--epochs", type=int, default=8, help="epochs of every trained row")
+    p.add_argument("--epochs", type=int, default=5, help="epochs of every trained row")
     p.add_argument("--runs", default="runs/bench", help="where the runs are kept")
     p.add_argument("--figure3", action="store_true", help="also the fusion-stage and batch-size rows (S4 only)")
     p.add_argument("--results", default="bench/results", help="where the tables (results.md, results.json) go")
