@@ -360,10 +360,11 @@ def train_network(args, cfg, device, out, pseudo_dir, rank=0, world=1):
     def checkpoint(epoch, step, val=None):
         """Rank 0 writes last.pt (temp file + rename): after `step` batches of epoch `epoch` (0-based)."""
         if rank == 0:
-            save_atomic({"method": args.method, "model": network.state_dict(), "config": asdict(cfg),
-                         "args": vars(args), "epoch": epoch, "step": step, "optimizer": optimizer.state_dict(),
-                         "scaler": scaler.state_dict(), "best_miou": best_miou, "totals": totals, "rng": rng_state(),
-                         "val": val}, out / "last.pt")
+            ckpt = {"method": args.method, "model": network.state_dict(), "config": asdict(cfg), "args": vars(args),
+                    "epoch": epoch, "step": step, "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                    "best_miou": best_miou, "totals": totals, "rng": rng_state(), "val": val}
+            save_atomic(ckpt, out / "last.pt")
+            return ckpt
 
     for epoch in range(start_epoch, args.epochs):
         started = time.time()
@@ -403,9 +404,9 @@ def train_network(args, cfg, device, out, pseudo_dir, rank=0, world=1):
                       "seconds": round(time.time() - started, 1)}
             with open(out / "log.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
-            checkpoint(epoch + 1, 0, {"miou": val["miou"], "fscore": val["fscore"]})
+            ckpt = checkpoint(epoch + 1, 0, {"miou": val["miou"], "fscore": val["fscore"]})
             if best:
-                save_atomic(torch.load(out / "last.pt", weights_only=True), out / "best.pt")
+                save_atomic(ckpt, out / "best.pt")
             parts = ", ".join(f"{k} {v:.4f}" for k, v in totals.items() if k != "loss")
             print(f"epoch {epoch + 1}/{args.epochs}  loss {totals['loss']:.4f} ({parts})  val mIoU "
                   f"{100 * val['miou']:.2f}  F {100 * val['fscore']:.2f}{'  *best*' if best else ''}  "
