@@ -159,7 +159,7 @@ def test_wsavs_loss_is_sum_of_parts():
     pseudo = (torch.rand(3, 1, 64, 64) > 0.5).float()
     loss, parts = wsavs_loss(out, pseudo, torch.arange(3), 0.03)
     assert loss.item() == pytest.approx((parts["avf"] + parts["pmr"]).item(), rel=1e-6)
-    gated = audio_gated_pseudo_mask(pseudo, localization_map(out["audio_embed"], out["visual_maps"][:1], (64, 64)))
+    gated = audio_gated_pseudo_mask(pseudo, out["audio_embed"].detach(), [v.detach() for v in out["visual_maps"]])
     assert 0 < gated.sum() < pseudo.sum()
     assert parts["pmr"].item() == pytest.approx(F.binary_cross_entropy_with_logits(out["mask_logits"], gated).item())
     loss.backward()
@@ -209,10 +209,37 @@ def test_localization_map_known_answer():
     torch.testing.assert_close(localization_map(audio, [visual, visual], (3, 4)), expected)
 
 
+def stage_with_cosines(cosines):
+    """(1, 2, 2, 2) visual map whose cosine with the audio [1, 0] is `cosines` (4 values, row-major)."""
+    c = torch.tensor(cosines)
+    return torch.stack([c, (1 - c ** 2).sqrt()]).reshape(1, 2, 2, 2)
+
+
 def test_audio_gate_keeps_pseudo_mask_pixels_the_audio_points_at():
+    audio = torch.tensor([[1.0, 0.0]])
     pseudo = torch.tensor([1.0, 1.0, 1.0, 0.0]).reshape(1, 1, 2, 2)
-    localization = torch.tensor([0.2, 0.5, 0.9, 0.9]).reshape(1, 1, 2, 2)
-    assert audio_gated_pseudo_mask(pseudo, localization).flatten().tolist() == [0.0, 1.0, 1.0, 0.0]
+    on_objects = stage_with_cosines([0.1, 0.6, 0.9, 0.0])     # normalised 0.11, 0.67, 1, 0: higher on the mask
+    on_background = stage_with_cosines([0.0, 0.0, 0.0, 1.0])  # highest off the mask: weight 0
+    expected = [0.0, 1.0, 1.0, 0.0]
+    assert audio_gated_pseudo_mask(pseudo, audio, [on_objects]).flatten().tolist() == expected
+    assert audio_gated_pseudo_mask(pseudo, audio, [on_objects, on_background]).flatten().tolist() == expected
+    assert audio_gated_pseudo_mask(pseudo, audio, [on_background, on_objects]).flatten().tolist() == expected
+    # no stage points at the pseudo-foreground: the whole pseudo mask is kept
+    assert audio_gated_pseudo_mask(pseudo, audio, [on_background]).flatten().tolist() == pseudo.flatten().tolist()
+
+
+def test_audio_gate_weights_stages_per_image():
+    audio = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    pseudo = torch.tensor([[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, 1.0, 1.0]]).reshape(2, 1, 2, 2)
+    first = torch.cat([stage_with_cosines([0.1, 0.6, 0.9, 0.0]), stage_with_cosines([0.9, 0.2, 0.0, 0.1])])
+    second = torch.cat([stage_with_cosines([0.0, 0.0, 0.0, 1.0]), stage_with_cosines([0.0, 0.1, 0.3, 1.0])])
+    gated = audio_gated_pseudo_mask(pseudo, audio, [first, second])
+    # image 0 follows stage 1 alone; image 1 follows stage 2 (stage 1 is highest off its mask there)
+    assert gated.flatten().tolist() == [0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+    for image in range(2):
+        alone = audio_gated_pseudo_mask(pseudo[image:image + 1], audio[image:image + 1],
+                                        [first[image:image + 1], second[image:image + 1]])
+        assert torch.equal(alone, gated[image:image + 1])
 
 
 def test_avm_loss_known_answers():
