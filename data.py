@@ -558,6 +558,11 @@ def random_video_name(rng):
     return "".join(rng.choice(URL_SAFE_CHARS, size=11)) + f"_{start_time:06d}", start_time
 
 
+def synthetic_stamp(subset, videos, seed, categories=6, size=224) -> str:
+    """The text of SYNTH_MARKER for these settings: a folder whose marker differs was made with others."""
+    return f"synthetic AVSBench made by data.py: subset={subset} videos={videos} seed={seed} categories={categories} size={size}\n"
+
+
 def synthesize(out, subset, videos, seed, categories=6, size=224) -> Path:
     """Write a synthetic AVSBench subset into the AVSBench root `out` (exact on-disk layout); returns the subset
     folder. Deterministic for a seed. Replaces an earlier synthetic subset there, never real data."""
@@ -573,8 +578,7 @@ def synthesize(out, subset, videos, seed, categories=6, size=224) -> Path:
             raise FileExistsError(f"{subset_dir} exists and was not made by synthesize(); not overwriting it")
         shutil.rmtree(subset_dir)
     subset_dir.mkdir(parents=True)
-    (subset_dir / SYNTH_MARKER).write_text(f"synthetic AVSBench made by data.py: subset={subset} videos={videos} "
-                                           f"seed={seed} categories={categories} size={size}\n")
+    (subset_dir / SYNTH_MARKER).write_text(synthetic_stamp(subset, videos, seed, categories, size))
     rng = np.random.default_rng([seed, list(SUBSET_DIRS).index(subset)])
     num_held_out = max(1, round(0.2 * videos))
     splits = ["train"] * (videos - 2 * num_held_out) + ["val"] * num_held_out + ["test"] * num_held_out

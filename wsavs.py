@@ -360,23 +360,37 @@ def saliency_loss(saliency_logits, activation, threshold):
 # ---------------------------------------------------------------------------------------------
 # 6. Training losses: L_pmr = BCE(M, Y_hat) (Eq. 7), L = L_avf + L_pmr (Eq. 8)
 
-def audio_gated_pseudo_mask(pseudo_mask, audio_embed, visual_maps, threshold=0.5):
+def audio_specific(audio_embed, all_audio):
+    """Unit audio embeddings minus the mean unit embedding of the batch's sounds all_audio (N, D).
+    The M2ICL map of any sound is high on every object: that part of cos(a_i, v) is shared by all sounds.
+    What a sound has that the batch's other sounds lack points at its own object. (B, D) -> (B, D)."""
+    return F.normalize(audio_embed, dim=1) - F.normalize(all_audio, dim=1).mean(dim=0, keepdim=True)
+
+
+def audio_gated_pseudo_mask(pseudo_mask, audio_embed, visual_maps, all_audio, threshold=0.5):
     """Addition to the paper (choice): Eq. 6 masks do not depend on the audio, so on a frame with silent
-    objects they mark those too. We keep only the pseudo-mask pixels where the model's own (detached)
-    M2ICL localization map, normalised per image, reaches the threshold.
-    Which map: the max of Eq. 3 can settle on background patches at some stages (they tell videos apart
+    objects they mark those too. We keep only the pseudo-mask pixels where the model's own (detached) M2ICL
+    localization map of the audio_specific embedding, normalised per image, reaches the threshold.
+    Which stages: the max of Eq. 3 can settle on background patches at some stages (they tell videos apart
     too), and which stages do that changes from run to run; gating with such a map empties the targets and
-    the decoder collapses to empty masks. So each stage's normalised map is weighted by how much higher it
-    is on the pseudo-foreground than off it in that image (0 if not higher), and an image where no stage
-    points at the pseudo-foreground keeps its whole pseudo mask.
-    pseudo_mask (B, 1, S, S) in {0, 1}; audio_embed (B, D); visual_maps k x (B, D, h_s, w_s)."""
+    the decoder collapses to empty masks. So each stage is weighted by how much higher its plain map is on
+    the pseudo-foreground than off it in that image (0 if not higher), and an image where no stage points
+    at the pseudo-foreground, or whose audio-specific map is flat, keeps its whole pseudo mask.
+    pseudo_mask (B, 1, S, S) in {0, 1}; audio_embed (B, D); visual_maps k x (B, D, h_s, w_s);
+    all_audio (N, D): the sounds of the whole batch (every rank's), audio_embed's among them."""
     size = pseudo_mask.shape[-2:]
-    stage_maps = torch.cat([localization_map(audio_embed, [v], size) for v in visual_maps], dim=1)  # (B, k, S, S)
-    inside = (stage_maps * pseudo_mask).sum(dim=(2, 3)) / pseudo_mask.sum(dim=(2, 3)).clamp_min(1)
-    outside = (stage_maps * (1 - pseudo_mask)).sum(dim=(2, 3)) / (1 - pseudo_mask).sum(dim=(2, 3)).clamp_min(1)
+
+    def stage_maps(audio):                                                                      # (B, k, S, S)
+        return torch.cat([localization_map(audio, [v], size) for v in visual_maps], dim=1)
+
+    plain = stage_maps(audio_embed)
+    inside = (plain * pseudo_mask).sum(dim=(2, 3)) / pseudo_mask.sum(dim=(2, 3)).clamp_min(1)
+    outside = (plain * (1 - pseudo_mask)).sum(dim=(2, 3)) / (1 - pseudo_mask).sum(dim=(2, 3)).clamp_min(1)
     weight = (inside - outside).clamp_min(0)[..., None, None]                                   # (B, k, 1, 1)
-    pointed = weight.sum(dim=(1, 2, 3)) > 0                                                     # (B,)
-    localization = minmax_normalise((weight * stage_maps).sum(dim=1, keepdim=True))             # (B, 1, S, S)
+    specific = (weight * stage_maps(audio_specific(audio_embed, all_audio))).sum(dim=1, keepdim=True)
+    spread = specific.amax(dim=(1, 2, 3)) - specific.amin(dim=(1, 2, 3))                        # (B,)
+    pointed = (weight.sum(dim=(1, 2, 3)) > 0) & (spread > 1e-6)
+    localization = minmax_normalise(specific)                                                   # (B, 1, S, S)
     return pseudo_mask * torch.where(pointed[:, None, None, None], (localization >= threshold).float(), 1.0)
 
 
@@ -398,8 +412,9 @@ def wsavs_loss(out, pseudo_mask, video_ids, tau, avf=True, pmr=True, gather=None
         parts["avf"] = m2icl_loss(out["audio_embed"], out["visual_maps"], video_ids, tau, gather)  # Eq. 5
     if pmr:
         if avf:
-            pseudo_mask = audio_gated_pseudo_mask(pseudo_mask, out["audio_embed"].detach(),
-                                                  [v.detach() for v in out["visual_maps"]])
+            audio = out["audio_embed"].detach()
+            pseudo_mask = audio_gated_pseudo_mask(pseudo_mask, audio, [v.detach() for v in out["visual_maps"]],
+                                                  gather(audio)[0] if gather else audio)
         parts["pmr"] = F.binary_cross_entropy_with_logits(out["mask_logits"], pseudo_mask)    # Eq. 7
     else:
         parts["avm"] = avm_loss(out["mask_logits"], out["visual_maps"][-1], out["audio_embed"])

@@ -25,12 +25,11 @@ from torch.utils.data import DataLoader
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 import eval as evaluation                                        # noqa: E402
-from data import SUBSET_DIRS, SYNTH_MARKER, AVSBench, synthesize  # noqa: E402
+from data import SUBSET_DIRS, SYNTH_MARKER, AVSBench, synthesize, synthetic_stamp  # noqa: E402
 from wsavs import Config, PseudoMaskNet                           # noqa: E402
 
 SMALL = ["--backbone", "resnet18", "--no-pretrained", "--img-size", "96", "--dim", "128", "--decoder-dim", "64",
-         "--audio-stem-stride", "4", "--batch-size", "16", "--lr", "1e-3", "--pmr-epochs", "4", "--workers", "0",
-         "--device", "cpu"]
+         "--audio-stem-stride", "4", "--batch-size", "16", "--lr", "1e-3", "--workers", "0", "--device", "cpu"]
 # row name -> train.py flags; rows sharing phase 1 point --pseudo-masks at one folder
 TABLE1 = {"AVS (ws)": ["--method", "avs-ws"], "CAM": ["--method", "cam"], "EZ-VSL": ["--method", "ezvsl"],
           "C2AM": ["--method", "c2am", "--pseudo-masks", "{shared}"], "WS-AVS": ["--pseudo-masks", "{shared}"]}
@@ -45,7 +44,7 @@ def slug(name):
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-").replace("--", "-")
 
 
-def run_row(name, flags, subset, root, runs, epochs, log):
+def run_row(name, flags, subset, root, runs, args, log):
     """Train one row (unless done) and evaluate it with true, swapped and silent audio."""
     own_flags = [f for f in flags if f not in ("--pseudo-masks", "{shared}")]
     out = runs / subset / (slug(" ".join(own_flags)) or "wsavs")                     # same flags, same run
@@ -57,7 +56,7 @@ def run_row(name, flags, subset, root, runs, epochs, log):
     if "cam" in flags and subset == "ms3":
         return None                                              # MS3 has no category labels
     command = [sys.executable, "train.py", "--root", str(root), "--subset", subset, "--out", str(out),
-               "--epochs", str(epochs), *SMALL, *flags]
+               "--epochs", str(args.epochs), "--pmr-epochs", str(args.pmr_epochs), *SMALL, *flags]
     started = time.time()
     with open(out / "train.log", "w") as f:
         subprocess.run(command, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, check=True)
@@ -176,8 +175,10 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--subsets", nargs="+", default=["s4", "ms3"], choices=["s4", "ms3"])
     p.add_argument("--data", default="data/bench", help="synthetic AVSBench root (generated if absent)")
-    p.add_argument("--videos", type=int, default=100, help="videos per synthetic subset (60/20/20 split)")
-    p.add_argument("--epochs", type=int, default=5, help="epochs of every trained row")
+    p.add_argument("--videos", type=int, default=500, help="videos per synthetic subset (60/20/20 split); a subset "
+                   "made with other settings is regenerated")
+    p.add_argument("--epochs", type=int, default=1, help="epochs of every trained row (phase 2)")
+    p.add_argument("--pmr-epochs", type=int, default=1, help="epochs of the shared C2AM / saliency phase 1")
     p.add_argument("--runs", default="runs/bench", help="where the runs are kept")
     p.add_argument("--figure3", action="store_true", help="also the fusion-stage and batch-size rows (S4 only)")
     p.add_argument("--results", default="bench/results", help="where the tables (results.md, results.json) go")
@@ -188,19 +189,21 @@ def main():
     started = time.time()
     log = lambda line: print(f"[{(time.time() - started) / 60:5.1f} min] {line}", flush=True)
     results, markdown = {}, [f"Synthetic AVSBench ({args.videos} videos per subset, 96 px), ResNet-18 from random "
-                             f"init, {args.epochs} epochs; test split. Regenerate with `python bench/run.py`.\n"]
+                             f"init, {args.epochs} epoch(s), phase 1 {args.pmr_epochs} epoch(s); test split. "
+                             f"Regenerate with `python bench/run.py`.\n"]
     for subset in args.subsets:
         root = REPO / args.data
-        if not (root / SUBSET_DIRS[subset] / SYNTH_MARKER).is_file():
+        marker = root / SUBSET_DIRS[subset] / SYNTH_MARKER
+        if not marker.is_file() or marker.read_text() != synthetic_stamp(subset, args.videos, 0, size=96):
             synthesize(root, subset, videos=args.videos, seed=0, size=96)
-        rows = {name: run_row(name, flags, subset, root, runs, args.epochs, log) for name, flags in TABLE1.items()}
+        rows = {name: run_row(name, flags, subset, root, runs, args, log) for name, flags in TABLE1.items()}
         table1 = {**prior_rows(subset, root), **rows}
-        table2 = {name: run_row(name, flags, subset, root, runs, args.epochs, log) for name, flags in TABLE2.items()}
+        table2 = {name: run_row(name, flags, subset, root, runs, args, log) for name, flags in TABLE2.items()}
         results[subset] = {"table1": table1, "table2": table2}
         markdown += [f"## {subset.upper()}: Table 1 analogue\n", table(table1), "",
                      f"## {subset.upper()}: Table 2 analogue\n", table(table2), ""]
         if args.figure3 and subset == "s4":
-            figure3 = {name: run_row(name, flags, subset, root, runs, args.epochs, log) for name, flags in FIGURE3.items()}
+            figure3 = {name: run_row(name, flags, subset, root, runs, args, log) for name, flags in FIGURE3.items()}
             results[subset]["figure3"] = figure3
             markdown += ["## S4: Figure 3 analogue (WS-AVS: 4 stages, batch 16 are the Table 1 row)\n", table(figure3), ""]
         figure2(subset, root, {n: REPO / r["out"] for n, r in rows.items() if r is not None}, assets / f"figure2_{subset}.png")

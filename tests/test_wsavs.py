@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wsavs import (EZVSL, WSAVS, AudioVisualFusion, CAMNet, Config, PseudoMaskNet, audio_gated_pseudo_mask, avm_loss,
-                   c2am_loss, equivariance_loss, localization_map, m2icl_loss, random_affine, refine_pseudo_mask,
+from wsavs import (EZVSL, WSAVS, AudioVisualFusion, CAMNet, Config, PseudoMaskNet, audio_gated_pseudo_mask,
+                   audio_specific, avm_loss, c2am_loss, equivariance_loss, localization_map, m2icl_loss, random_affine, refine_pseudo_mask,
                    saliency_loss, sim_max, sim_min, warp, wsavs_loss)
 
 
@@ -159,7 +159,8 @@ def test_wsavs_loss_is_sum_of_parts():
     pseudo = (torch.rand(3, 1, 64, 64) > 0.5).float()
     loss, parts = wsavs_loss(out, pseudo, torch.arange(3), 0.03)
     assert loss.item() == pytest.approx((parts["avf"] + parts["pmr"]).item(), rel=1e-6)
-    gated = audio_gated_pseudo_mask(pseudo, out["audio_embed"].detach(), [v.detach() for v in out["visual_maps"]])
+    audio = out["audio_embed"].detach()
+    gated = audio_gated_pseudo_mask(pseudo, audio, [v.detach() for v in out["visual_maps"]], audio)
     assert 0 < gated.sum() < pseudo.sum()
     assert parts["pmr"].item() == pytest.approx(F.binary_cross_entropy_with_logits(out["mask_logits"], gated).item())
     loss.backward()
@@ -215,17 +216,27 @@ def stage_with_cosines(cosines):
     return torch.stack([c, (1 - c ** 2).sqrt()]).reshape(1, 2, 2, 2)
 
 
+OTHER_SOUNDS = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # audio_specific([1, 0]) = [0.5, -0.5]
+
+
+def test_audio_specific_known_answer():
+    audio = torch.tensor([[3.0, 0.0], [0.0, 2.0]])
+    torch.testing.assert_close(audio_specific(audio, audio), torch.tensor([[0.5, -0.5], [-0.5, 0.5]]))
+    torch.testing.assert_close(audio_specific(audio[:1], OTHER_SOUNDS), torch.tensor([[0.5, -0.5]]))
+    assert audio_specific(audio[:1], audio[:1]).abs().max() == 0   # one sound alone: nothing specific
+
+
 def test_audio_gate_keeps_pseudo_mask_pixels_the_audio_points_at():
     audio = torch.tensor([[1.0, 0.0]])
     pseudo = torch.tensor([1.0, 1.0, 1.0, 0.0]).reshape(1, 1, 2, 2)
-    on_objects = stage_with_cosines([0.1, 0.6, 0.9, 0.0])     # normalised 0.11, 0.67, 1, 0: higher on the mask
-    on_background = stage_with_cosines([0.0, 0.0, 0.0, 1.0])  # highest off the mask: weight 0
+    on_objects = stage_with_cosines([0.1, 0.6, 0.9, 0.0])     # plain map higher on the mask; specific map
+    on_background = stage_with_cosines([0.0, 0.0, 0.0, 1.0])  # 0.07, 0.55, 1, 0. Highest off the mask: weight 0
     expected = [0.0, 1.0, 1.0, 0.0]
-    assert audio_gated_pseudo_mask(pseudo, audio, [on_objects]).flatten().tolist() == expected
-    assert audio_gated_pseudo_mask(pseudo, audio, [on_objects, on_background]).flatten().tolist() == expected
-    assert audio_gated_pseudo_mask(pseudo, audio, [on_background, on_objects]).flatten().tolist() == expected
-    # no stage points at the pseudo-foreground: the whole pseudo mask is kept
-    assert audio_gated_pseudo_mask(pseudo, audio, [on_background]).flatten().tolist() == pseudo.flatten().tolist()
+    for stages in ([on_objects], [on_objects, on_background], [on_background, on_objects]):
+        assert audio_gated_pseudo_mask(pseudo, audio, stages, OTHER_SOUNDS).flatten().tolist() == expected
+    # no stage points at the pseudo-foreground, or a lone sound with nothing specific: the whole pseudo mask
+    assert audio_gated_pseudo_mask(pseudo, audio, [on_background], OTHER_SOUNDS).flatten().tolist() == [1, 1, 1, 0]
+    assert audio_gated_pseudo_mask(pseudo, audio, [on_objects], audio).flatten().tolist() == [1, 1, 1, 0]
 
 
 def test_audio_gate_weights_stages_per_image():
@@ -233,13 +244,28 @@ def test_audio_gate_weights_stages_per_image():
     pseudo = torch.tensor([[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, 1.0, 1.0]]).reshape(2, 1, 2, 2)
     first = torch.cat([stage_with_cosines([0.1, 0.6, 0.9, 0.0]), stage_with_cosines([0.9, 0.2, 0.0, 0.1])])
     second = torch.cat([stage_with_cosines([0.0, 0.0, 0.0, 1.0]), stage_with_cosines([0.0, 0.1, 0.3, 1.0])])
-    gated = audio_gated_pseudo_mask(pseudo, audio, [first, second])
+    gated = audio_gated_pseudo_mask(pseudo, audio, [first, second], OTHER_SOUNDS)
     # image 0 follows stage 1 alone; image 1 follows stage 2 (stage 1 is highest off its mask there)
     assert gated.flatten().tolist() == [0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0]
     for image in range(2):
         alone = audio_gated_pseudo_mask(pseudo[image:image + 1], audio[image:image + 1],
-                                        [first[image:image + 1], second[image:image + 1]])
+                                        [first[image:image + 1], second[image:image + 1]], OTHER_SOUNDS)
         assert torch.equal(alone, gated[image:image + 1])
+
+
+def test_audio_gate_keeps_the_object_of_the_sound_not_the_silent_one():
+    """Two objects share a direction (0) with every sound; each also has its own (1 or 2). The plain map of
+    either sound is high on both objects; the gate keeps only the object of the frame's own sound."""
+    objects = torch.tensor([[1.0, 0.5, 0.0], [1.0, 0.0, 0.5], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])  # A, B, bg, bg
+    visual = objects.t().reshape(1, 3, 2, 2).repeat(2, 1, 1, 1)       # the same frame twice
+    sounds = torch.tensor([[1.0, 0.3, 0.0], [1.0, 0.0, 0.3]])        # the sound of A, the sound of B
+    pseudo = torch.tensor([1.0, 1.0, 0.0, 0.0]).reshape(1, 1, 2, 2).repeat(2, 1, 1, 1)
+    plain = localization_map(sounds, [visual], (2, 2)).flatten(1)
+    assert (plain[:, :2] > 0.8).all()                                 # the plain maps keep both objects
+    gated = audio_gated_pseudo_mask(pseudo, sounds, [visual], sounds).flatten(1)
+    assert gated.tolist() == [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]]
+    swapped = audio_gated_pseudo_mask(pseudo, sounds.flip(0), [visual], sounds).flatten(1)
+    assert swapped.tolist() == gated.flip(0).tolist()                 # swap the sounds, swap the masks
 
 
 def test_avm_loss_known_answers():
