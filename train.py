@@ -104,6 +104,9 @@ def parse_args(argv=None):
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
     p.add_argument("--workers", type=int, default=4, help="data-loading processes")
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--init", metavar="CKPT",
+                   help="start phase 2 from this checkpoint's weights, e.g. an S4 run's best.pt for MS3 (AVSBench's "
+                        "'pretrained on S4'); it must have this method and configuration. --resume takes precedence")
     p.add_argument("--resume", action="store_true",
                    help="continue from <out>/last.pt where it stopped, mid-epoch included (a fresh start if absent)")
     p.add_argument("--save-every", type=int, default=0,
@@ -336,6 +339,11 @@ def train_network(args, cfg, device, out, pseudo_dir, rank=0, world=1):
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
     start_epoch, start_step, best_miou, totals = 0, 0, -1.0, {}
+    if args.init:
+        ckpt = evaluation.load_checkpoint(args.init, map_location=device)
+        if ckpt["config"] != asdict(cfg) or ckpt.get("method") != args.method:
+            raise evaluation.CheckpointError(f"{args.init}: --init needs a checkpoint of this method and configuration")
+        model.load_state_dict(ckpt["model"])
     if args.resume and (out / "last.pt").is_file():
         ckpt = evaluation.load_checkpoint(out / "last.pt", map_location=device)
         if ckpt["config"] != asdict(cfg) or ckpt.get("method") != args.method or "optimizer" not in ckpt:

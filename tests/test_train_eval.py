@@ -78,6 +78,20 @@ def test_ms3_trains_and_evaluates(root, tmp_path):
     assert metrics["frames"] == 5 and metrics["per_category"] == {}
 
 
+def test_init_starts_from_another_runs_weights(s4_run, root, tmp_path):
+    """MS3 from the S4 run's weights: with lr 0 the parameters stay exactly the S4 run's (BN buffers move)."""
+    source = evaluation.load_checkpoint(s4_run / "last.pt")["model"]
+    train.main(["--root", str(root / "Multi-sources"), "--subset", "ms3", "--out", str(tmp_path / "ms3"), *TINY,
+                "--init", str(s4_run / "last.pt"), "--lr", "0"])
+    model = evaluation.build_model("wsavs", train.config_from(train.parse_args(["--no-pretrained", *TINY])))
+    names = {name for name, _ in model.named_parameters()}
+    started = evaluation.load_checkpoint(tmp_path / "ms3" / "last.pt")["model"]
+    assert all(torch.equal(started[name], source[name]) for name in names)
+    line = error_of(run_script("train.py", "--root", str(root), "--out", str(tmp_path / "other"), *TINY,
+                               "--dim", "16", "--init", str(s4_run / "last.pt")))
+    assert line == f"error: {s4_run / 'last.pt'}: --init needs a checkpoint of this method and configuration"
+
+
 def run_script(*args):
     return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300)
 
