@@ -560,7 +560,8 @@ def random_video_name(rng):
 
 def synthetic_stamp(subset, videos, seed, categories=6, size=224) -> str:
     """The text of SYNTH_MARKER for these settings: a folder whose marker differs was made with others."""
-    return f"synthetic AVSBench made by data.py: subset={subset} videos={videos} seed={seed} categories={categories} size={size}\n"
+    return (f"synthetic AVSBench made by data.py: subset={subset} videos={videos} seed={seed} "
+            f"categories={categories} size={size}\n")
 
 
 def synthesize(out, subset, videos, seed, categories=6, size=224) -> Path:

@@ -449,7 +449,7 @@ def main(argv=None):
     try:
         marker = Path(args.root) / SUBSET_DIRS["s4"] / SYNTH_MARKER
         stale = marker.is_file() and marker.read_text() != synthetic_stamp("s4", DEMO_VIDEOS, 0, size=DEMO_SIZE)
-        if rank == 0 and args.demo and (stale or not (Path(args.root) / "Single-source" / "s4_meta_data.csv").is_file()):
+        if rank == 0 and args.demo and (stale or not (marker.parent / "s4_meta_data.csv").is_file()):
             print(f"demo: writing a synthetic S4 set of {DEMO_VIDEOS} videos to {args.root}")
             synthesize(args.root, "s4", videos=DEMO_VIDEOS, seed=0, size=DEMO_SIZE)
         if world > 1:
