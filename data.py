@@ -181,26 +181,49 @@ def png_size(path):
 
 # Per-item work is PIL + numpy (single-threaded): small multi-threaded torch ops get very slow in a busy process.
 
-def load_image(path, img_size: int, flip=False):
+class Augmentation(NamedTuple):
+    """One training frame's augmentation: resize to `resized` px square, keep the img_size square at (left, top),
+    then flip left-right or not. Identity: resized = img_size, (0, 0), no flip."""
+    resized: int
+    left: int
+    top: int
+    flip: bool
+
+
+def draw_augmentation(mode: Optional[str], img_size: int, key) -> Augmentation:
+    """mode None: none; "flip": a horizontal flip with p = 0.5; "crop-flip" (the WS-AVS release's, as EZ-VSL's):
+    resize to 1.1 x img_size, a random img_size crop, then the flip. Drawn from `key` alone (seed, epoch, index),
+    so any number of loader workers, and a resumed epoch, see the same augmentation."""
+    rng = np.random.default_rng(key)
+    flip = mode is not None and bool(rng.random() < 0.5)
+    resized = round(1.1 * img_size) if mode == "crop-flip" else img_size
+    left, top = (int(v) for v in rng.integers(0, resized - img_size + 1, size=2))
+    return Augmentation(resized, left, top, flip)
+
+
+def augment_image(image: Image.Image, aug: Augmentation, img_size: int, resample) -> Image.Image:
+    if image.size != (aug.resized, aug.resized):
+        image = image.resize((aug.resized, aug.resized), resample)
+    if aug.resized != img_size:
+        image = image.crop((aug.left, aug.top, aug.left + img_size, aug.top + img_size))
+    return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if aug.flip else image
+
+
+def load_image(path, img_size: int, aug: Optional[Augmentation] = None):
     """RGB frame -> (ImageNet-normalised float32 (3, img_size, img_size), native (width, height))."""
     image = read_png(path).convert("RGB")
     native_size = image.size
-    if image.size != (img_size, img_size):
-        image = image.resize((img_size, img_size), Image.BILINEAR)
-    if flip:
-        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    image = augment_image(image, aug or Augmentation(img_size, 0, 0, False), img_size, Image.BILINEAR)
     pixels = (np.asarray(image, dtype=np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD  # (S, S, 3)
     return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))), native_size  # (3, S, S)
 
 
-def load_mask(path, frame_size, flip=False) -> torch.Tensor:
+def load_mask(path, frame_size) -> torch.Tensor:
     """GT mask PNG (palette, gray, RGB...) -> float32 (1, H, W) at its native size, 1 where non-zero."""
     image = read_png(path)
     if image.size != frame_size:
         raise DataError(f"{path}: mask is {image.size[0]}x{image.size[1]} but its frame is "
                         f"{frame_size[0]}x{frame_size[1]}")
-    if flip:
-        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     width, height = image.size
     colour_bands = len([band for band in image.getbands() if band != "A"])  # alpha, if any, is the last band
     labels = np.asarray(image).reshape(height, width, -1)[..., :colour_bands]  # (H, W, bands)
@@ -208,13 +231,11 @@ def load_mask(path, frame_size, flip=False) -> torch.Tensor:
     return torch.from_numpy(foreground.astype(np.float32))[None]  # (1, H, W)
 
 
-def load_pseudo_mask(path, img_size: int, flip=False) -> torch.Tensor:
-    """8-bit pseudo mask PNG (>127 = foreground) -> float32 (1, img_size, img_size), resized nearest."""
+def load_pseudo_mask(path, img_size: int, aug: Optional[Augmentation] = None) -> torch.Tensor:
+    """8-bit pseudo mask PNG (>127 = foreground) -> float32 (1, img_size, img_size), resized nearest, augmented
+    exactly as its frame."""
     image = read_png(path).convert("L")
-    if image.size != (img_size, img_size):
-        image = image.resize((img_size, img_size), Image.NEAREST)
-    if flip:
-        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    image = augment_image(image, aug or Augmentation(img_size, 0, 0, False), img_size, Image.NEAREST)
     return torch.from_numpy((np.asarray(image) > 127).astype(np.float32))[None]  # (1, S, S)
 
 
@@ -321,12 +342,14 @@ class AVSBench(torch.utils.data.Dataset):
     """One item per frame of the split's videos (5 per video, in csv order). Every file the split needs is
     checked at construction; a problem raises DataError naming the first missing path."""
 
-    def __init__(self, root, subset="s4", split="train", img_size=224, train_aug=False, pseudo_mask_dir=None):
+    def __init__(self, root, subset="s4", split="train", img_size=224, augment=None, pseudo_mask_dir=None):
         if subset not in SUBSET_DIRS:
             raise ValueError(f"subset must be one of {list(SUBSET_DIRS)}, got {subset!r}")
         if split not in SPLITS:
             raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
-        self.subset, self.split, self.img_size, self.train_aug = subset, split, img_size, train_aug
+        if augment not in (None, "flip", "crop-flip"):
+            raise ValueError(f"augment must be None, 'flip' or 'crop-flip', got {augment!r}")
+        self.subset, self.split, self.img_size, self.augment = subset, split, img_size, augment
         self.aug_key = (0, 0)                                  # (seed, epoch), see set_epoch
         self.root = subset_root(root, subset)
         self.pseudo_mask_dir = None if pseudo_mask_dir is None else Path(pseudo_mask_dir)
@@ -378,12 +401,12 @@ class AVSBench(torch.utils.data.Dataset):
         """The item without image and audio (for scoring saved predictions): mask, has_mask, video, frame,
         category, key. Never augmented."""
         item = self.items[index]
-        return self.labels(item, png_size(item.image_path), flip=False)
+        return self.labels(item, png_size(item.image_path))
 
-    def labels(self, item: FrameItem, frame_size, flip: bool) -> dict:
+    def labels(self, item: FrameItem, frame_size) -> dict:
         """Everything of an item but image, audio and pseudo mask; the GT mask is (1, Hg, Wg), zeros if none."""
         if item.mask_path is not None:
-            mask = load_mask(item.mask_path, frame_size, flip)  # (1, Hg, Wg)
+            mask = load_mask(item.mask_path, frame_size)  # (1, Hg, Wg)
         else:
             mask = torch.from_numpy(np.zeros((1, frame_size[1], frame_size[0]), dtype=np.float32))
         return {"mask": mask, "has_mask": item.mask_path is not None, "video": item.video, "frame": item.frame,
@@ -400,13 +423,15 @@ class AVSBench(torch.utils.data.Dataset):
 
     def __getitem__(self, index):
         item = self.items[index]
-        # horizontal flip, identical for all maps, drawn from (seed, epoch, index) alone: any number of loader
-        # workers, and a resumed epoch, see the same flips
-        flip = self.train_aug and bool(np.random.default_rng([*self.aug_key, index]).random() < 0.5)
-        image, frame_size = load_image(item.image_path, self.img_size, flip)  # (3, S, S)
-        sample = {"image": image, "audio": self.audio(index), **self.labels(item, frame_size, flip)}
+        aug = draw_augmentation(self.augment, self.img_size, [*self.aug_key, index]) if self.augment else None
+        image, frame_size = load_image(item.image_path, self.img_size, aug)  # (3, S, S)
+        sample = {"image": image, "audio": self.audio(index)}
+        if aug is None:       # training frames carry no GT mask: nothing trains on it, and a crop would move it
+            sample.update(self.labels(item, frame_size))
+        else:
+            sample.update(video=item.video, frame=item.frame, category=item.category, key=item.key)
         if self.pseudo_mask_dir is not None:
-            sample["pseudo_mask"] = load_pseudo_mask(self.pseudo_mask_path(item), self.img_size, flip)  # (1, S, S)
+            sample["pseudo_mask"] = load_pseudo_mask(self.pseudo_mask_path(item), self.img_size, aug)  # (1, S, S)
         return sample
 
 
@@ -478,14 +503,15 @@ def too_close(first, second) -> bool:
     return False
 
 
-def place_objects(rng, count: int, size: int):
+def place_objects(rng, count: int, size: int, equal_size=False):
     """[(radius, middle-frame centre (2,), per-frame drift (2,))] of `count` objects that stay inside the frame
-    in all 5 frames and overlap at most slightly."""
+    in all 5 frames and overlap at most slightly; with equal_size all share one radius."""
+    shared_radius = rng.uniform(0.10, 0.175) * size if equal_size else None
     for _ in range(1000):
         placed = []
         for _ in range(count):
             for _ in range(200):
-                radius = rng.uniform(0.10, 0.175) * size  # diameter 20..35% of the frame
+                radius = shared_radius or rng.uniform(0.10, 0.175) * size  # diameter 20..35% of the frame
                 velocity = rng.uniform(-0.015, 0.015, size=2) * size
                 margin = radius + 2 * np.abs(velocity)
                 candidate = (radius, rng.uniform(margin, size - margin), velocity)
@@ -506,17 +532,25 @@ def smooth_field(rng, grid: int, size: int) -> np.ndarray:
     return (field - field.min()) / (field.max() - field.min() + 1e-6)
 
 
-def synth_video(rng, subset: str, num_categories: int, size: int):
+def synth_video(rng, subset: str, num_categories: int, size: int, silent_objects=None, equal_size=False):
     """One synthetic video: (categories of its objects, indices of the sounding ones,
-    5 frames uint8 (S, S, 3), 5 GT masks bool (S, S), audio float32 (T,) at 16 kHz)."""
-    max_objects = 3 if subset == "s4" else 4
-    count = int(rng.integers(2, min(max_objects, num_categories) + 1))
-    categories = rng.choice(num_categories, size=count, replace=False)
-    if subset == "s4":
-        sounding = [int(rng.integers(count))]
-    else:  # one to three sounding objects, always at least one silent one
-        sounding = sorted(rng.choice(count, size=int(rng.integers(1, min(3, count - 1) + 1)), replace=False))
-    layout = place_objects(rng, count, size)
+    5 frames uint8 (S, S, 3), 5 GT masks bool (S, S), audio float32 (T,) at 16 kHz).
+    By default 2-3 objects (S4, one sounding) or 2-4 (MS3, one to three sounding, at least one silent);
+    silent_objects=N gives exactly N silent objects beside the sounding ones (S4: 1, MS3: 1-3)."""
+    if silent_objects is None:
+        max_objects = 3 if subset == "s4" else 4
+        count = int(rng.integers(2, min(max_objects, num_categories) + 1))
+        categories = rng.choice(num_categories, size=count, replace=False)
+        if subset == "s4":
+            sounding = [int(rng.integers(count))]
+        else:  # one to three sounding objects, always at least one silent one
+            sounding = sorted(rng.choice(count, size=int(rng.integers(1, min(3, count - 1) + 1)), replace=False))
+    else:
+        n_sounding = 1 if subset == "s4" else int(rng.integers(1, 4))
+        count = n_sounding + silent_objects
+        categories = rng.choice(num_categories, size=count, replace=False)
+        sounding = sorted(int(i) for i in rng.choice(count, size=n_sounding, replace=False))
+    layout = place_objects(rng, count, size, equal_size)
     colours = []
     for category in categories:  # base colour with mild per-object jitter; stripes set the texture
         _, hue, _ = category_look(int(category), num_categories)
@@ -558,28 +592,37 @@ def random_video_name(rng):
     return "".join(rng.choice(URL_SAFE_CHARS, size=11)) + f"_{start_time:06d}", start_time
 
 
-def synthetic_stamp(subset, videos, seed, categories=6, size=224) -> str:
+def synthetic_stamp(subset, videos, seed, categories=6, size=224, silent_objects=None, equal_size=False) -> str:
     """The text of SYNTH_MARKER for these settings: a folder whose marker differs was made with others."""
+    harder = (f" silent_objects={silent_objects}" if silent_objects is not None else "") + \
+        (" equal_size" if equal_size else "")
     return (f"synthetic AVSBench made by data.py: subset={subset} videos={videos} seed={seed} "
-            f"categories={categories} size={size}\n")
+            f"categories={categories} size={size}{harder}\n")
 
 
-def synthesize(out, subset, videos, seed, categories=6, size=224) -> Path:
+def synthesize(out, subset, videos, seed, categories=6, size=224, silent_objects=None, equal_size=False) -> Path:
     """Write a synthetic AVSBench subset into the AVSBench root `out` (exact on-disk layout); returns the subset
-    folder. Deterministic for a seed. Replaces an earlier synthetic subset there, never real data."""
+    folder. Deterministic for a seed. Replaces an earlier synthetic subset there, never real data.
+    silent_objects / equal_size make it harder (see synth_video, place_objects): with equal sizes and N silent
+    objects, only the audio says which object sounds."""
     if subset not in SUBSET_DIRS:
         raise ValueError(f"subset must be one of {list(SUBSET_DIRS)}, got {subset!r}")
     if videos < 3:
         raise ValueError(f"need at least 3 videos (one per split), got {videos}")
     if not 2 <= categories <= len(S4_CATEGORIES):
         raise ValueError(f"categories must be in 2..{len(S4_CATEGORIES)}, got {categories}")
+    most_sounding = 1 if subset == "s4" else 3
+    if silent_objects is not None and not 0 <= silent_objects <= categories - most_sounding:
+        raise ValueError(f"silent objects must be in 0..{categories - most_sounding} with {categories} categories "
+                         f"({subset}: up to {most_sounding} sounding), got {silent_objects}")
     subset_dir = Path(out) / SUBSET_DIRS[subset]
     if subset_dir.exists():
         if not (subset_dir / SYNTH_MARKER).is_file():
             raise FileExistsError(f"{subset_dir} exists and was not made by synthesize(); not overwriting it")
         shutil.rmtree(subset_dir)
     subset_dir.mkdir(parents=True)
-    (subset_dir / SYNTH_MARKER).write_text(synthetic_stamp(subset, videos, seed, categories, size))
+    (subset_dir / SYNTH_MARKER).write_text(synthetic_stamp(subset, videos, seed, categories, size, silent_objects,
+                                                           equal_size))
     rng = np.random.default_rng([seed, list(SUBSET_DIRS).index(subset)])
     num_held_out = max(1, round(0.2 * videos))
     splits = ["train"] * (videos - 2 * num_held_out) + ["val"] * num_held_out + ["test"] * num_held_out
@@ -587,7 +630,8 @@ def synthesize(out, subset, videos, seed, categories=6, size=224) -> Path:
     csv_rows = [S4_COLUMNS if subset == "s4" else MS3_COLUMNS]
     for split in splits:
         name, start_time = random_video_name(rng)
-        object_categories, sounding, frames, masks, audio = synth_video(rng, subset, categories, size)
+        object_categories, sounding, frames, masks, audio = synth_video(rng, subset, categories, size,
+                                                                        silent_objects, equal_size)
         category_name = S4_CATEGORIES[object_categories[sounding[0]]] if subset == "s4" else None
         csv_rows.append([name, start_time, category_name, split] if subset == "s4" else [name, split])
         frame_paths, wav_path, mask_paths, _ = video_files(subset_dir, subset, split, name, category_name)
@@ -621,10 +665,15 @@ def main(argv=None):
     synth.add_argument("--seed", type=int, required=True)
     synth.add_argument("--categories", type=int, default=6, help="number of object categories K (2..23)")
     synth.add_argument("--size", type=int, default=224, help="frame size in pixels")
+    synth.add_argument("--silent-objects", type=int, help="exactly N silent objects per frame beside the sounding "
+                       "one(s) (default: S4 1-2, MS3 1-3, random)")
+    synth.add_argument("--equal-size", action="store_true",
+                       help="draw all objects of a video at one size, so that size does not tell which one sounds")
     args = parser.parse_args(argv)
     started = time.time()
     try:
-        subset_dir = synthesize(args.out, args.subset, args.videos, args.seed, args.categories, args.size)
+        subset_dir = synthesize(args.out, args.subset, args.videos, args.seed, args.categories, args.size,
+                                args.silent_objects, args.equal_size)
     except (ValueError, FileExistsError) as exc:
         parser.error(str(exc))
     counts = {split: len(AVSBench(args.out, args.subset, split, args.size).videos) for split in SPLITS}

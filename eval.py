@@ -207,7 +207,7 @@ def load_checkpoint(path, map_location="cpu"):
 
 def model_from_checkpoint(ckpt, path):
     try:
-        cfg = Config(**{**ckpt["config"], "pretrained": False})
+        cfg = Config(**{**ckpt["config"], "pretrained": False, "audio_pretrained": False})  # weights come next
         model = build_model(ckpt.get("method", "wsavs"), cfg)
         model.load_state_dict(ckpt["model"])
     except (TypeError, ValueError, RuntimeError) as e:

@@ -1,16 +1,20 @@
 """Train WS-AVS (or one of the paper's Table 1 baselines) on AVSBench, without any pixel-level label.
 
-    python train.py --root AVSBench                  # the paper's setup on single-source (S4)
+    python train.py --root AVSBench                  # the paper's recipe on single-source (S4)
     python train.py --root AVSBench --subset ms3     # multi-source
     python train.py --root AVSBench --method ezvsl   # a baseline
-    python train.py --demo                           # small synthetic S4 run on a CPU, a few minutes
+    python train.py --demo                           # the small preset on synthetic S4, a few minutes on a CPU
 
-WS-AVS has two phases:
+Every recipe setting has a flag and comes from a preset (wsavs.py, PRESETS): --preset paper (default) is the
+paper's recipe, --preset small the CPU one with its additions. The run's first line names its preset and every
+value that differs from it; the checkpoints and log.jsonl record all of them.
+
+WS-AVS has two phases (wsavs.py, section 5 then 6):
   1. Pseudo mask refinement (PMR, section 3.3): train the C2AM class-agnostic map on the training frames,
-     check its polarity after the first epoch, train the saliency head on the map's cues, and write one
-     pseudo mask per training frame under --pseudo-masks (reused when made by the same recipe).
-  2. WS-AVS: M2ICL + BCE against the audio-gated pseudo masks (Eq. 8); validation mIoU/F after every
-     epoch, <out>/last.pt and <out>/best.pt, one JSON line per epoch in <out>/log.jsonl.
+     decide its polarity after the first epoch, train the saliency head on the map's cues, and write one
+     pseudo mask per training frame under --pseudo-masks (reused by any run with the same phase-1 recipe).
+  2. WS-AVS: M2ICL + BCE against the pseudo masks (Eq. 8); validation mIoU/F after every epoch,
+     <out>/last.pt and <out>/best.pt, one JSON line per epoch in <out>/log.jsonl.
 The run ends with the test split evaluated with best.pt (as eval.py does).
 
 Several GPUs: torchrun --nproc_per_node N train.py ... (gloo on CPU, nccl on GPU; torchrun's --nnodes,
@@ -36,7 +40,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -50,25 +54,70 @@ from tqdm import tqdm
 import eval as evaluation
 from data import (SUBSET_DIRS, SYNTH_MARKER, AVSBench, DataError, error_line, synthesize, synthetic_stamp,
                   write_mask_png)
-from wsavs import (Config, PretrainedWeightsError, PseudoMaskNet, c2am_loss, equivariance_loss, m2icl_loss,
-                   random_affine, saliency_loss, warp, wsavs_loss)
+from wsavs import (PMR_FIELDS, PRESETS, Config, PretrainedWeightsError, PseudoMaskNet, border_activation,
+                   c2am_step_loss, decide_polarity, differences, m2icl_loss, preset_config, pseudo_masks,
+                   saliency_step_loss, wsavs_loss)
 
-DEMO = dict(root="data/demo-avsbench", subset="s4", out="runs/demo", epochs=1, batch_size=16, lr=1e-3,
-            img_size=96, backbone="resnet18", pretrained=False, dim=128, decoder_dim=64, audio_stem_stride=4, pmr_epochs=1,
-            tau=0.1, workers=0)
-# The same data and settings as the WS-AVS row of bench/run.py on S4. Many videos seen once, not a few seen
-# many times: with 60 training videos the decoder learns each video's sounding object from the frame and
-# ignores the audio (the same compute on 300 videos makes it listen; see README). tau 0.1 rather than the
-# paper's 0.03: see bench/run.py.
+DEMO = dict(root="data/demo-avsbench", out="runs/demo", workers=0, preset="small")
+# The demo trains the WS-AVS row of bench/run.py on S4: many videos seen once (with 60 training videos seen
+# five times the decoder learns each video's sounding object from the frame and ignores the audio).
 DEMO_VIDEOS, DEMO_SIZE = 500, 96
+
+# One flag per Config field (every default lives in wsavs.Config / PRESETS): help text, and choices if any.
+CONFIG_FLAGS = {
+    "backbone": ("audio and visual ResNet", ["resnet50", "resnet18"]),
+    "pretrained": ("ImageNet weights for the visual encoder; --no-pretrained also turns off the audio encoder's "
+                   "unless --audio-pretrained is given", None),
+    "audio_pretrained": ("ImageNet weights for the audio ResNet (stem summed to one channel)", None),
+    "audio_stem_stride": ("stride of the audio ResNet's first conv: 2 is the standard ResNet, 4 about 4x cheaper", None),
+    "audio_norm": ("LayerNorm before the audio projection", None),
+    "projection_dropout": ("Dropout in the per-stage visual projections (WS-AVS and EZ-VSL)", None),
+    "dim": ("audio-visual embedding size D", None),
+    "decoder_dim": ("channels of the Panoptic-FPN decoder and of the saliency head", None),
+    "img_size": ("frames are resized to this square size", None),
+    "fusion_stages": ("fuse audio into, and apply M2ICL to, the last k visual stages (Figure 3)", [1, 2, 3, 4]),
+    "tau": ("M2ICL temperature", None),
+    "avf_weight": ("weight of the M2ICL loss in Eq. 8 (the release's code scales it by tau)", None),
+    "mask_same_video": ("leave frames of the same video out of the M2ICL negatives", None),
+    "pmr_epochs": ("epochs of each phase-1 step: the C2AM map, then the saliency head", None),
+    "c2am_self_pairs": ("C2AM's SimMax includes each sample's pair with itself, as CCAM's code does", None),
+    "equivariance": ("weight of the C2AM zoom/flip equivariance loss; 0 = plain C2AM, no warped copies", None),
+    "channel_shuffle": ("random RGB channel order per frame while training C2AM (the map is then applied as "
+                        "its mean over the 6 orders)", None),
+    "cue_threshold": ("normalised class-agnostic activation from which a pixel is a foreground cue for the "
+                      "saliency head", None),
+    "pseudo_gate": ("none: train on the Eq. 6 pseudo masks; audio: keep their pixels where the sound's M2ICL map "
+                    "points", ["none", "audio"]),
+    "augment": ("training frames: crop-flip (resize 1.1x, random crop, flip) or flip", ["crop-flip", "flip"]),
+    "epochs": ("WS-AVS training epochs", None),
+    "batch_size": ("frames per batch and process; also the M2ICL negatives", None),
+    "lr": ("Adam learning rate (both phases)", None),
+}
 
 
 class TrainingError(Exception):
     pass
 
 
+def add_config_flags(p):
+    """--field-name for every Config field, default None (= the preset's value), the presets' values in the help."""
+    group = p.add_argument_group("recipe (default: the --preset's value; `paper` / `small` shown)")
+    for field in fields(Config):
+        text, choices = CONFIG_FLAGS[field.name]
+        flag = "--" + field.name.replace("_", "-")
+        values = " / ".join(str(getattr(PRESETS[name], field.name)) for name in PRESETS)
+        if field.type in (bool, "bool"):
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, help=f"{text} [{values}]")
+        else:
+            kind = {"int": int, "float": float, "str": str}.get(field.type, field.type)
+            group.add_argument(flag, type=kind, choices=choices, help=f"{text} [{values}]")
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="paper", choices=list(PRESETS),
+                   help="paper (default): the paper's recipe, ResNet-50, 224 px, batch 64, 20 epochs; small: random "
+                        "init on a CPU, 96 px, with the additions that regime needs (README: table of choices)")
     p.add_argument("--method", default="wsavs", choices=evaluation.METHODS,
                    help="wsavs (default) or a Table 1 baseline: avs-ws, cam, ezvsl, c2am (see above)")
     p.add_argument("--root", default="AVSBench", help="the AVSBench folder (holding Single-source/ and "
@@ -76,38 +125,17 @@ def parse_args(argv=None):
     p.add_argument("--subset", default="s4", choices=["s4", "ms3"], help="single-source (s4) or multi-source (ms3)")
     p.add_argument("--out", default="runs/wsavs", help="output folder: checkpoints, log.jsonl, eval-test/")
     p.add_argument("--pseudo-masks", help="folder of the phase-1 pseudo masks and pmr.pt, reused by any run with the "
-                   "same recipe (default: <out>/pseudo_masks)")
+                   "same phase-1 recipe (default: <out>/pseudo_masks)")
     p.add_argument("--no-avf", dest="avf", action="store_false", help="wsavs without M2ICL (Table 2 ablation)")
     p.add_argument("--no-pmr", dest="pmr", action="store_false",
                    help="wsavs without pseudo masks; the decoder is trained by avs-ws's matching loss (Table 2)")
-    p.add_argument("--fusion-stages", type=int, default=4, choices=[1, 2, 3, 4],
-                   help="fuse audio into, and apply M2ICL to, the last k visual stages (paper Figure 3; default 4)")
-    p.add_argument("--epochs", type=int, default=20, help="WS-AVS training epochs (paper: 20)")
-    p.add_argument("--pmr-epochs", type=int, default=5,
-                   help="epochs for each PMR step, C2AM map then saliency head (the paper does not say; 5)")
-    p.add_argument("--batch-size", type=int, default=64, help="frames per batch; also the M2ICL negatives (paper: 64)")
-    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (paper: 1e-4)")
-    p.add_argument("--img-size", type=int, default=224, help="input frames are resized to this square size (paper: 224)")
-    p.add_argument("--backbone", default="resnet50", choices=["resnet50", "resnet18"],
-                   help="audio and visual ResNet (paper: resnet50; resnet18 for small runs)")
-    p.add_argument("--no-pretrained", dest="pretrained", action="store_false",
-                   help="random-init visual encoders instead of torchvision ImageNet weights")
-    p.add_argument("--dim", type=int, default=512, help="audio-visual embedding size D (paper release: 512)")
-    p.add_argument("--decoder-dim", type=int, default=128, help="channels of the Panoptic-FPN decoder and saliency head")
-    p.add_argument("--tau", type=float, default=0.03, help="M2ICL temperature (paper release: 0.03)")
-    p.add_argument("--audio-stem-stride", type=int, default=2,
-                   help="stride of the audio ResNet's first conv: 2 is the standard ResNet; 4 is ~4x cheaper")
-    p.add_argument("--cue-threshold", type=float, default=0.5,
-                   help="normalised class-agnostic activation above which a pixel is a foreground cue for the "
-                        "saliency head")
-    p.add_argument("--equivariance", type=float, default=10.0,
-                   help="weight of the C2AM map's zoom/flip equivariance loss (an addition to the paper; 0 = off)")
+    add_config_flags(p)
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
     p.add_argument("--workers", type=int, default=4, help="data-loading processes")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--init", metavar="CKPT",
                    help="start phase 2 from this checkpoint's weights, e.g. an S4 run's best.pt for MS3 (AVSBench's "
-                        "'pretrained on S4'); it must have this method and configuration. --resume takes precedence")
+                        "'pretrained on S4'); it must have this method and architecture. --resume takes precedence")
     p.add_argument("--resume", action="store_true",
                    help="continue from <out>/last.pt where it stopped, mid-epoch included (a fresh start if absent)")
     p.add_argument("--save-every", type=int, default=0,
@@ -115,14 +143,21 @@ def parse_args(argv=None):
     p.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"],
                    help="mixed precision: bf16 (CUDA or CPU) or fp16 (CUDA, with loss scaling); default off")
     p.add_argument("--demo", action="store_true",
-                   help=f"generate a small synthetic S4 set in {DEMO['root']} (if absent) and train a small model "
-                        "on the CPU; explicit flags still override the demo's settings")
+                   help=f"the small preset on a synthetic S4 set in {DEMO['root']} (written if absent), on the CPU "
+                        "in a few minutes; explicit flags still override")
     if argv is None:
         argv = sys.argv[1:]
     if "--demo" in argv:
         p.set_defaults(**DEMO)
     args = p.parse_args(argv)
-    if args.method != "wsavs" and not (args.avf and args.pmr and args.fusion_stages == 4):
+    if args.pretrained is False and args.audio_pretrained is None:
+        args.audio_pretrained = False
+    overrides = {f.name: getattr(args, f.name) for f in fields(Config) if getattr(args, f.name) is not None}
+    try:
+        args.cfg = preset_config(args.preset, **overrides)
+    except ValueError as e:
+        p.error(str(e))
+    if args.method != "wsavs" and not (args.avf and args.pmr and args.fusion_stages in (None, 4)):
         p.error("--no-avf, --no-pmr and --fusion-stages apply to --method wsavs only")
     if args.method == "cam" and args.subset != "s4":
         p.error("--method cam needs the S4 category labels; AVSBench MS3 has none")
@@ -133,10 +168,11 @@ def parse_args(argv=None):
     return args
 
 
-def config_from(args):
-    return Config(backbone=args.backbone, dim=args.dim, decoder_dim=args.decoder_dim, tau=args.tau, img_size=args.img_size,
-                  audio_stem_stride=args.audio_stem_stride, pretrained=args.pretrained,
-                  cue_threshold=args.cue_threshold, fusion_stages=args.fusion_stages)
+def recipe_line(args):
+    """The run's first line: its preset and every recipe value that differs from it."""
+    changed = differences(args.cfg, args.preset)
+    listed = ", ".join(f"{name}={value}" for name, value in changed.items()) or "none"
+    return f"preset {args.preset}; differs from it: {listed}"
 
 
 def seed_everything(seed):
@@ -153,12 +189,15 @@ def loader(dataset, batch_size, workers):
 def train_loader(dataset, batch_size, workers, seed, epoch, rank=0, world=1, skip=0):
     """This process's batches of one epoch: DistributedSampler's shard of the (seed, epoch) permutation, cut
     into batches, the first `skip` left out (a resumed epoch). Step k of all ranks together is the batch a
-    single process with batch N b would see. Augmentation is keyed by (seed, epoch) too."""
+    single process with batch N b would see. Augmentation is keyed by (seed, epoch) too. The loader draws its
+    workers' seed from a generator of its own: from torch's global one it would shift the dropout masks that
+    follow, and a resumed epoch would no longer replay the interrupted one."""
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
     sampler.set_epoch(epoch)
     batches = list(BatchSampler(sampler, batch_size, drop_last=len(dataset) // world >= batch_size))[skip:]
     dataset.set_epoch(seed, epoch)
-    return DataLoader(dataset, batch_sampler=batches, num_workers=workers)
+    return DataLoader(dataset, batch_sampler=batches, num_workers=workers,
+                      generator=torch.Generator().manual_seed(seed * 100003 + epoch))
 
 
 def setup_distributed(device_name):
@@ -212,69 +251,59 @@ def check_finite(loss, step, what):
 # ---------------------------------------------------------------------------------------------
 # Phase 1: pseudo mask refinement
 
+def pmr_recipe(args, cfg):
+    """What phase 1's pseudo masks depend on: a later run with the same recipe reuses them."""
+    return {"root": str(Path(args.root).resolve()), "subset": args.subset, "seed": args.seed,
+            "config": {name: getattr(cfg, name) for name in PMR_FIELDS}}
+
+
 def train_pmr(args, cfg, device, out):
-    """Returns the folder of pseudo masks (one 8-bit PNG per training frame, named by item key) and pmr.pt."""
+    """Phase 1 (wsavs.py section 5): returns the folder of pseudo masks (one 8-bit PNG per training frame, named
+    by item key) and pmr.pt."""
     pseudo_dir = Path(args.pseudo_masks) if args.pseudo_masks else out / "pseudo_masks"
-    pmr_config = {k: v for k, v in asdict(cfg).items() if k not in ("tau", "fusion_stages")}  # not used by PMR
-    recipe = {"root": str(Path(args.root).resolve()), "subset": args.subset, "config": pmr_config,
-              "pmr_epochs": args.pmr_epochs, "seed": args.seed, "batch_size": args.batch_size, "lr": args.lr,
-              "equivariance": args.equivariance}
+    recipe = pmr_recipe(args, cfg)
     done = pseudo_dir / "done.json"
     if done.is_file() and json.loads(done.read_text()) == recipe:
         print(f"PMR: reusing pseudo masks in {pseudo_dir} (delete the folder to regenerate)")
         return pseudo_dir
 
-    train_set = AVSBench(args.root, args.subset, "train", img_size=cfg.img_size, train_aug=True)
+    train_set = AVSBench(args.root, args.subset, "train", img_size=cfg.img_size, augment=cfg.augment)
     net = PseudoMaskNet(cfg).to(device)
     seed_everything(args.seed)
 
-    # 1a. C2AM: contrast foreground and background features; polarity check after the first epoch
-    params = list(net.visual_encoder.parameters()) + list(net.activation_head.parameters())
-    optimizer = torch.optim.Adam(params, lr=args.lr)
-    for epoch in range(args.pmr_epochs):
+    # 1a. C2AM: contrast foreground and background features; polarity decided after the first epoch
+    optimizer = torch.optim.Adam(list(net.visual_encoder.parameters()) + list(net.activation_head.parameters()),
+                                 lr=cfg.lr)
+    for epoch in range(cfg.pmr_epochs):
         net.train()
         border = []
-        for step, batch in enumerate(tqdm(train_loader(train_set, args.batch_size, args.workers, args.seed, epoch),
-                                          desc=f"PMR C2AM {epoch + 1}/{args.pmr_epochs}", leave=False,
+        for step, batch in enumerate(tqdm(train_loader(train_set, cfg.batch_size, args.workers, args.seed, epoch),
+                                          desc=f"PMR C2AM {epoch + 1}/{cfg.pmr_epochs}", leave=False,
                                           dynamic_ncols=True)):
             image = batch["image"].to(device)                      # (B, 3, S, S)
-            # choice: a random RGB channel order per frame, so that the map cannot split frames by hue
-            # (it does so from random init) and has to find what objects share: saturation, texture, edges
-            order = torch.stack([torch.randperm(3) for _ in range(len(image))]).to(device)       # (B, 3)
-            image = torch.gather(image, 1, order[:, :, None, None].expand_as(image))
-            theta = random_affine(len(image)).to(device)
-            _, features = net.features(torch.cat([image, warp(image, theta)]))   # (2B, D, S/8, S/8)
-            activation = net.activation(features)
-            loss = (c2am_loss(features, activation)
-                    + args.equivariance * equivariance_loss(*activation.chunk(2), theta))
+            loss, activation = c2am_step_loss(net, image)
             check_finite(loss, step, "C2AM")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            border.append(net.border_activation(activation.detach(), image.shape[-2:]).item())
-        if epoch == 0 and np.mean(border) > 0.5:
-            net.flip_polarity.fill_(True)                         # the map fired on the background
-        print(f"PMR C2AM epoch {epoch + 1}/{args.pmr_epochs}  loss {loss.item():.4f}  border activation "
+            border.append(border_activation(activation, image.shape[-2:]).item())
+        if epoch == 0:
+            decide_polarity(net, np.mean(border))
+        print(f"PMR C2AM epoch {epoch + 1}/{cfg.pmr_epochs}  loss {loss.item():.4f}  border activation "
               f"{np.mean(border):.3f}  polarity {'flipped' if net.flip_polarity else 'kept'}")
 
     # 1b. saliency head trained on the class-agnostic map's cues, encoder and map frozen
-    optimizer = torch.optim.Adam(net.saliency_head.parameters(), lr=args.lr)
-    for epoch in range(args.pmr_epochs):
-        net.eval()
-        net.saliency_head.train()
-        for step, batch in enumerate(tqdm(train_loader(train_set, args.batch_size, args.workers, args.seed, epoch),
-                                          desc=f"PMR saliency {epoch + 1}/{args.pmr_epochs}", leave=False,
+    optimizer = torch.optim.Adam(net.saliency_head.parameters(), lr=cfg.lr)
+    for epoch in range(cfg.pmr_epochs):
+        for step, batch in enumerate(tqdm(train_loader(train_set, cfg.batch_size, args.workers, args.seed, epoch),
+                                          desc=f"PMR saliency {epoch + 1}/{cfg.pmr_epochs}", leave=False,
                                           dynamic_ncols=True)):
-            image = batch["image"].to(device)
-            with torch.no_grad():
-                visual_maps, features = net.features(image)
-                activation = net.activation(features)
-            loss = saliency_loss(net.saliency_head(visual_maps, image.shape[-2:]), activation, cfg.cue_threshold)
+            loss = saliency_step_loss(net, batch["image"].to(device))
             check_finite(loss, step, "saliency")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        print(f"PMR saliency epoch {epoch + 1}/{args.pmr_epochs}  loss {loss.item():.4f}")
+        print(f"PMR saliency epoch {epoch + 1}/{cfg.pmr_epochs}  loss {loss.item():.4f}")
 
     # 1c. Eq. 6 pseudo masks for every training frame; their agreement with the training GT is printed
     # as a diagnostic only (it is never used for training)
@@ -283,18 +312,17 @@ def train_pmr(args, cfg, device, out):
     save_atomic({"model": net.state_dict(), "config": asdict(cfg)}, pseudo_dir / "pmr.pt")
     plain_set = AVSBench(args.root, args.subset, "train", img_size=cfg.img_size)
     scores = evaluation.Scores()
-    with torch.no_grad():
-        for batch in tqdm(loader(plain_set, args.batch_size, args.workers), desc="PMR pseudo masks",
-                          leave=False, dynamic_ncols=True):
-            pseudo = net.pseudo_mask(batch["image"].to(device)).cpu()      # (B, 1, S, S)
-            for key, mask in zip(batch["key"], pseudo):
-                write_mask_png(pseudo_dir / f"{key}.png", mask[0].numpy())
-            has = batch["has_mask"]
-            if has.any():
-                gt = batch["mask"][has, 0] > 0.5
-                up = torch.nn.functional.interpolate(pseudo[has], size=gt.shape[-2:], mode="nearest")[:, 0]
-                scores.add(up, gt, [v for v, h in zip(batch["video"], has) if h],
-                           batch["category"][has].tolist(), [k for k, h in zip(batch["key"], has) if h])
+    for batch in tqdm(loader(plain_set, cfg.batch_size, args.workers), desc="PMR pseudo masks", leave=False,
+                      dynamic_ncols=True):
+        pseudo = pseudo_masks(net, batch["image"].to(device)).cpu()        # (B, 1, S, S)
+        for key, mask in zip(batch["key"], pseudo):
+            write_mask_png(pseudo_dir / f"{key}.png", mask[0].numpy())
+        has = batch["has_mask"]
+        if has.any():
+            gt = batch["mask"][has, 0] > 0.5
+            up = torch.nn.functional.interpolate(pseudo[has], size=gt.shape[-2:], mode="nearest")[:, 0]
+            scores.add(up, gt, [v for v, h in zip(batch["video"], has) if h],
+                       batch["category"][has].tolist(), [k for k, h in zip(batch["key"], has) if h])
     result = scores.summary()
     print(f"PMR: wrote {len(plain_set)} pseudo masks to {pseudo_dir}; against the training GT (diagnostic): "
           f"mIoU {100 * result['miou']:.2f}  F {100 * result['fscore']:.2f}")
@@ -313,10 +341,10 @@ def batch_loss(args, cfg, model, batch, video_ids, device, gather):
         return loss, {"cls": loss.detach()}
     out = model(image, batch["audio"].to(device))
     if args.method == "ezvsl":
-        loss = m2icl_loss(out["audio_embed"], out["visual_maps"], video_ids, cfg.tau, gather)
+        loss = m2icl_loss(out["audio_embed"], out["visual_maps"], video_ids, cfg.tau, gather, cfg.mask_same_video)
         return loss, {"avf": loss.detach()}
     pseudo_mask = batch["pseudo_mask"].to(device) if args.pmr else None
-    return wsavs_loss(out, pseudo_mask, video_ids, cfg.tau, avf=args.avf, pmr=args.pmr, gather=gather)
+    return wsavs_loss(out, pseudo_mask, video_ids, cfg, avf=args.avf, pmr=args.pmr, gather=gather)
 
 
 def rng_state():
@@ -331,23 +359,28 @@ def set_rng_state(state):
 
 
 def train_network(args, cfg, device, out, pseudo_dir, rank=0, world=1):
-    train_set = AVSBench(args.root, args.subset, "train", img_size=cfg.img_size, train_aug=True,
+    train_set = AVSBench(args.root, args.subset, "train", img_size=cfg.img_size, augment=cfg.augment,
                          pseudo_mask_dir=pseudo_dir)
     val_set = AVSBench(args.root, args.subset, "val", img_size=cfg.img_size)
     video_index = {v: i for i, v in enumerate(train_set.videos)}
     torch.manual_seed(args.seed + 1)                             # same weights whether or not phase 1 ran now
     model = evaluation.build_model(args.method, cfg).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
     start_epoch, start_step, best_miou, totals = 0, 0, -1.0, {}
     if args.init:
         ckpt = evaluation.load_checkpoint(args.init, map_location=device)
-        if ckpt["config"] != asdict(cfg) or ckpt.get("method") != args.method:
-            raise evaluation.CheckpointError(f"{args.init}: --init needs a checkpoint of this method and configuration")
-        model.load_state_dict(ckpt["model"])
+        try:
+            if ckpt.get("method") != args.method:
+                raise RuntimeError("another method")
+            model.load_state_dict(ckpt["model"])
+        except RuntimeError:
+            raise evaluation.CheckpointError(f"{args.init}: --init needs a checkpoint of this method and "
+                                             "architecture") from None
     if args.resume and (out / "last.pt").is_file():
         ckpt = evaluation.load_checkpoint(out / "last.pt", map_location=device)
-        if ckpt["config"] != asdict(cfg) or ckpt.get("method") != args.method or "optimizer" not in ckpt:
+        same = {**ckpt["config"], "epochs": cfg.epochs} == asdict(cfg)     # --epochs may grow on resume
+        if not same or ckpt.get("method") != args.method or "optimizer" not in ckpt:
             raise evaluation.CheckpointError(f"{out / 'last.pt'}: saved with another method or configuration "
                                              "than these flags")
         model.load_state_dict(ckpt["model"])
@@ -373,21 +406,21 @@ def train_network(args, cfg, device, out, pseudo_dir, rank=0, world=1):
     def checkpoint(epoch, step, val=None):
         """Rank 0 writes last.pt (temp file + rename): after `step` batches of epoch `epoch` (0-based)."""
         if rank == 0:
-            ckpt = {"method": args.method, "model": network.state_dict(), "config": asdict(cfg), "args": vars(args),
+            ckpt = {"method": args.method, "model": network.state_dict(), **run_record(args),
                     "epoch": epoch, "step": step, "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                     "best_miou": best_miou, "totals": totals, "rng": rng_state(), "val": val}
             save_atomic(ckpt, out / "last.pt")
             return ckpt
 
-    for epoch in range(start_epoch, args.epochs):
+    for epoch in range(start_epoch, cfg.epochs):
         started = time.time()
         model.train()
         skip = start_step if epoch == start_epoch else 0
         if skip == 0:
             totals = {}
-        batches = train_loader(train_set, args.batch_size, args.workers, args.seed + 1000, epoch, rank, world, skip)
+        batches = train_loader(train_set, cfg.batch_size, args.workers, args.seed + 1000, epoch, rank, world, skip)
         steps = skip + len(batches)
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, dynamic_ncols=True,
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True,
                    initial=skip, total=steps, disable=rank != 0)
         for step, batch in enumerate(bar, start=skip):
             video_ids = torch.tensor([video_index[v] for v in batch["video"]], device=device)
@@ -409,7 +442,7 @@ def train_network(args, cfg, device, out, pseudo_dir, rank=0, world=1):
             dist.all_reduce(values)
             totals = dict(zip(totals, (values / world).tolist()))
         if rank == 0:
-            val = evaluation.evaluate(network, loader(val_set, args.batch_size, args.workers), device,
+            val = evaluation.evaluate(network, loader(val_set, cfg.batch_size, args.workers), device,
                                       desc="val").summary()
             best = val["miou"] > best_miou
             best_miou = max(best_miou, val["miou"])
@@ -421,7 +454,7 @@ def train_network(args, cfg, device, out, pseudo_dir, rank=0, world=1):
             if best:
                 save_atomic(ckpt, out / "best.pt")
             parts = ", ".join(f"{k} {v:.4f}" for k, v in totals.items() if k != "loss")
-            print(f"epoch {epoch + 1}/{args.epochs}  loss {totals['loss']:.4f} ({parts})  val mIoU "
+            print(f"epoch {epoch + 1}/{cfg.epochs}  loss {totals['loss']:.4f} ({parts})  val mIoU "
                   f"{100 * val['miou']:.2f}  F {100 * val['fscore']:.2f}{'  *best*' if best else ''}  "
                   f"{record['seconds']:.0f}s")
         if world > 1:
@@ -434,19 +467,28 @@ def c2am_checkpoint(args, cfg, device, out, pseudo_dir):
     net = PseudoMaskNet(cfg).to(device)
     net.load_state_dict(torch.load(pseudo_dir / "pmr.pt", map_location=device, weights_only=True)["model"])
     val_set = AVSBench(args.root, args.subset, "val", img_size=cfg.img_size)
-    val = evaluation.evaluate(net, loader(val_set, args.batch_size, args.workers), device, desc="val").summary()
-    ckpt = {"method": "c2am", "model": net.state_dict(), "config": asdict(cfg), "args": vars(args),
-            "epoch": args.pmr_epochs, "val": {"miou": val["miou"], "fscore": val["fscore"]}}
+    val = evaluation.evaluate(net, loader(val_set, cfg.batch_size, args.workers), device, desc="val").summary()
+    ckpt = {"method": "c2am", "model": net.state_dict(), **run_record(args), "epoch": cfg.pmr_epochs, "val": {"miou": val["miou"], "fscore": val["fscore"]}}
     save_atomic(ckpt, out / "last.pt")
     save_atomic(ckpt, out / "best.pt")
     print(f"c2am: val mIoU {100 * val['miou']:.2f}  F {100 * val['fscore']:.2f}")
     return net
 
 
+def run_record(args):
+    """The run's settings as saved in checkpoints and log.jsonl: preset, what differs from it, the whole Config,
+    and the other flags."""
+    recipe = {f.name for f in fields(Config)} | {"cfg"}
+    return {"preset": args.preset, "differs": differences(args.cfg, args.preset), "config": asdict(args.cfg),
+            "args": {k: v for k, v in vars(args).items() if k not in recipe}}
+
+
 def main(argv=None):
     args = parse_args(argv)
     started = time.time()
     rank, world, device = setup_distributed(args.device)
+    if rank == 0:
+        print(f"{recipe_line(args)}\nmethod {args.method}, {args.subset}, seed {args.seed}")
     try:
         marker = Path(args.root) / SUBSET_DIRS["s4"] / SYNTH_MARKER
         stale = marker.is_file() and marker.read_text() != synthetic_stamp("s4", DEMO_VIDEOS, 0, size=DEMO_SIZE)
@@ -457,7 +499,11 @@ def main(argv=None):
             dist.barrier()
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        cfg = config_from(args)
+        cfg = args.cfg
+        if rank == 0:
+            with open(out / "log.jsonl", "a") as f:
+                f.write(json.dumps({"start": time.strftime("%Y-%m-%d %H:%M:%S"), "method": args.method,
+                                    **run_record(args)}) + "\n")
         seed_everything(args.seed)
         for split in ("train", "val", "test"):                     # bad data fails now, not after hours
             AVSBench(args.root, args.subset, split)
@@ -480,7 +526,7 @@ def main(argv=None):
             best = evaluation.load_checkpoint(out / "best.pt", map_location=device)
             model.load_state_dict(best["model"])
             test_set = AVSBench(args.root, args.subset, "test", img_size=cfg.img_size)
-            scores = evaluation.evaluate(model, loader(test_set, args.batch_size, args.workers), device,
+            scores = evaluation.evaluate(model, loader(test_set, cfg.batch_size, args.workers), device,
                                          keep_predictions=True, desc="test")
             print(f"test (best.pt, epoch {best['epoch']}):")
             evaluation.report(scores, test_set, out / "eval-test", n_sample=8, n_worst=8)

@@ -5,12 +5,14 @@ Read top to bottom, it follows section 3 of the paper:
   2. audio-visual fusion z_i^s                                                (Eq. 1)
   3. Panoptic-FPN semantic-head decoder -> mask logits M                      (section 3.1)
   4. multi-scale multiple-instance contrastive loss, M2ICL                    (Eq. 3-5)
-  5. pseudo mask refinement: C2AM class-agnostic map, saliency, pseudo mask   (section 3.3, Eq. 6)
-  6. the training losses, with the audio gate on the pseudo masks             (Eq. 7-8)
+  5. pseudo mask refinement (phase 1): one step of C2AM, one step of the
+     saliency head, the pseudo masks of a batch                              (section 3.3, Eq. 6)
+  6. the training losses (phase 2), with the optional audio gate             (Eq. 7-8)
   7. the Table 1 baselines that need their own network: CAM, EZ-VSL           (section 4.2)
 Shapes: B batch, D embedding dim, S input size, h x w a stage's spatial size.
+Config holds every setting; PRESETS["paper"] is the paper's recipe, PRESETS["small"] the CPU one with its additions.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import torch
 import torch.nn as nn
@@ -20,17 +22,82 @@ import torchvision
 from kernels import maxsim
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
-    backbone: str = "resnet50"     # resnet50 (paper) or resnet18 (small runs)
-    dim: int = 512                 # D, the shared audio-visual embedding size
-    decoder_dim: int = 128         # channels of the Panoptic-FPN decoder
-    tau: float = 0.03              # M2ICL temperature
-    img_size: int = 224
-    audio_stem_stride: int = 2     # stride of the audio ResNet's first conv: 2 = standard ResNet
-    pretrained: bool = True        # ImageNet weights for the visual encoders
-    cue_threshold: float = 0.5     # normalised class-agnostic activation above this is a foreground cue
-    fusion_stages: int = 4         # the last k stages get Eq. 1 fusion and M2ICL (paper Figure 3: 1..4)
+    """Every setting of a run, model and recipe. The defaults are the `paper` preset: the paper's text; where it is
+    silent, the public release's choice (CCAM's for C2AM); the README's table of choices gives each row's source."""
+    # model (section 3.1 and 4.1)
+    backbone: str = "resnet50"          # audio and visual ResNet (resnet18 for small runs)
+    pretrained: bool = True             # ImageNet weights for the visual encoder (paper 4.1)
+    audio_pretrained: bool = True       # ImageNet weights for the audio ResNet too, stem summed to 1 channel (release)
+    audio_stem_stride: int = 2          # stride of the audio ResNet's first conv: 2 = standard ResNet
+    audio_norm: bool = True             # LayerNorm before the audio projection (release)
+    projection_dropout: float = 0.9     # Dropout in the visual projections, LayerNorm -> Dropout -> Linear (release)
+    dim: int = 512                      # D, the shared audio-visual embedding size (release)
+    decoder_dim: int = 128              # channels of the Panoptic-FPN decoder and the saliency head
+    img_size: int = 224                 # frames are resized to this square size (paper 4.1)
+    fusion_stages: int = 4              # the last k stages get Eq. 1 fusion and M2ICL (paper Figure 3: 1..4)
+    # M2ICL, Eq. 3-5
+    tau: float = 0.03                   # temperature (release)
+    avf_weight: float = 1.0             # weight of L_avf in Eq. 8 (paper: 1; the release's loss is scaled by tau)
+    mask_same_video: bool = False       # drop frames of the same video from the negatives (paper: every other item)
+    # pseudo mask refinement, section 3.3 (C2AM: CCAM's code where the paper is silent)
+    pmr_epochs: int = 10                # epochs of the C2AM map, then of the saliency head (CCAM: 10)
+    c2am_self_pairs: bool = True        # SimMax includes each sample's pair with itself (CCAM)
+    equivariance: float = 0.0           # weight of the zoom/flip equivariance loss; 0 = plain C2AM, no warped copies
+    channel_shuffle: bool = False       # random RGB channel order per frame while training C2AM
+    cue_threshold: float = 0.3          # normalised class-agnostic activation from which a pixel is a foreground cue (CCAM)
+    pseudo_gate: str = "none"           # none: Eq. 6 masks as they are; audio: kept where the sound's M2ICL map points
+    # optimisation (paper 4.1)
+    augment: str = "crop-flip"          # training frames: crop-flip (resize 1.1x, random crop, flip; release) or flip
+    epochs: int = 20
+    batch_size: int = 64                # per process; also the M2ICL negatives
+    lr: float = 1e-4                    # Adam
+
+
+# The `small` preset: random init on a CPU, 96 px, one pass over many synthetic videos (bench/ and --demo).
+# Each of its additions is what that regime needed; bench/run.py measures each one removed.
+PRESETS = {
+    "paper": Config(),
+    "small": Config(backbone="resnet18", pretrained=False, audio_pretrained=False, audio_stem_stride=4,
+                    audio_norm=False, projection_dropout=0.0, dim=128, decoder_dim=64, img_size=96,
+                    tau=0.1,                  # at 0.03 whether M2ICL learned to tell sounds apart hung on the batch order
+                    mask_same_video=True, pmr_epochs=1, c2am_self_pairs=False,
+                    equivariance=10.0,        # from random init plain C2AM splits frames by position
+                    channel_shuffle=True,     # ... and, with that fixed, by hue
+                    cue_threshold=0.5,
+                    pseudo_gate="audio",      # Eq. 6 marks silent objects too
+                    augment="flip", epochs=1, batch_size=16, lr=1e-3),
+}
+# The fields that set the size of a run rather than the recipe: bench/run.py runs the `paper` recipe at the
+# `small` preset's scale by taking these from `small`.
+SCALE_FIELDS = ("backbone", "pretrained", "audio_pretrained", "audio_stem_stride", "dim", "decoder_dim", "img_size",
+                "pmr_epochs", "epochs", "batch_size", "lr")
+# The fields that phase 1 (pseudo mask refinement) reads: a change to any other field reuses its pseudo masks.
+PMR_FIELDS = ("backbone", "pretrained", "dim", "decoder_dim", "img_size", "pmr_epochs", "c2am_self_pairs",
+              "equivariance", "channel_shuffle", "cue_threshold", "augment", "batch_size", "lr")
+
+
+def preset_config(preset, **overrides):
+    """The preset's Config with some fields replaced; unknown names or bad values raise ValueError."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}: expected one of {', '.join(PRESETS)}")
+    unknown = set(overrides) - {f.name for f in fields(Config)}
+    if unknown:
+        raise ValueError(f"unknown Config fields: {', '.join(sorted(unknown))}")
+    cfg = replace(PRESETS[preset], **overrides)
+    if not 1 <= cfg.fusion_stages <= 4:
+        raise ValueError(f"fusion_stages must be in 1..4, got {cfg.fusion_stages}")
+    if cfg.pseudo_gate not in ("none", "audio") or cfg.augment not in ("flip", "crop-flip"):
+        raise ValueError(f"pseudo_gate must be none|audio and augment flip|crop-flip, got {cfg.pseudo_gate!r}, "
+                         f"{cfg.augment!r}")
+    return cfg
+
+
+def differences(cfg, preset):
+    """{field: value} of cfg where it differs from the preset."""
+    base = PRESETS[preset]
+    return {f.name: getattr(cfg, f.name) for f in fields(Config) if getattr(cfg, f.name) != getattr(base, f.name)}
 
 
 class PretrainedWeightsError(RuntimeError):
@@ -49,7 +116,10 @@ def resnet(name, pretrained, in_channels=3, stem_stride=2):
             f"could not load ImageNet weights for {name} ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
             f"put them in {torch.hub.get_dir()}/checkpoints or pass --no-pretrained") from None
     if in_channels != 3 or stem_stride != 2:
+        rgb_stem = net.conv1.weight.data                                 # (64, 3, 7, 7)
         net.conv1 = nn.Conv2d(in_channels, 64, 7, stem_stride, 3, bias=False)
+        if pretrained and in_channels == 1:                               # a grey image gives the RGB filters' sum
+            net.conv1.weight.data.copy_(rgb_stem.sum(dim=1, keepdim=True))
     net.fc = nn.Identity()
     return net
 
@@ -62,12 +132,13 @@ def stage_channels(backbone):
 # 1. Encoders (section 3.1): a_i = g_a(f_a(audio)), {v_i^s} = g_v(f_v(image))
 
 class AudioEncoder(nn.Module):
-    """ResNet on the 1 x 257 x 300 log spectrogram, global max pooling, projection to D."""
+    """ResNet on the 1 x 257 x 300 log spectrogram, global max pooling, (LayerNorm +) projection to D."""
 
     def __init__(self, cfg):
         super().__init__()
-        self.net = resnet(cfg.backbone, False, in_channels=1, stem_stride=cfg.audio_stem_stride)
-        self.proj = nn.Linear(stage_channels(cfg.backbone)[-1], cfg.dim)
+        self.net = resnet(cfg.backbone, cfg.audio_pretrained, in_channels=1, stem_stride=cfg.audio_stem_stride)
+        channels = stage_channels(cfg.backbone)[-1]
+        self.proj = nn.Sequential(nn.LayerNorm(channels) if cfg.audio_norm else nn.Identity(), nn.Linear(channels, cfg.dim))
 
     def forward(self, audio):                                   # (B, 1, 257, 300)
         n = self.net
@@ -77,24 +148,25 @@ class AudioEncoder(nn.Module):
 
 
 class StageProjection(nn.Module):
-    """Per-position LayerNorm + Linear from a stage's C channels to D (channels kept on dim 1)."""
+    """Per-position LayerNorm -> Dropout -> Linear from a stage's C channels to D (channels kept on dim 1)."""
 
-    def __init__(self, channels, dim):
+    def __init__(self, channels, dim, dropout):
         super().__init__()
-        self.norm, self.linear = nn.LayerNorm(channels), nn.Linear(channels, dim)
+        self.norm, self.dropout, self.linear = nn.LayerNorm(channels), nn.Dropout(dropout), nn.Linear(channels, dim)
 
     def forward(self, x):                                        # (B, C, h, w)
-        x = self.linear(self.norm(x.permute(0, 2, 3, 1)))        # (B, h, w, D)
+        x = self.linear(self.dropout(self.norm(x.permute(0, 2, 3, 1))))  # (B, h, w, D)
         return x.permute(0, 3, 1, 2)                             # (B, D, h, w)
 
 
 class VisualEncoder(nn.Module):
-    """ResNet stages 1-4 (strides 4, 8, 16, 32), each projected to D."""
+    """ResNet stages 1-4 (strides 4, 8, 16, 32), each projected to D. The contrastive models (WS-AVS, EZ-VSL)
+    use the release's projection dropout; C2AM and CAM project without it (their own code has none)."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, dropout=0.0):
         super().__init__()
         self.net = resnet(cfg.backbone, cfg.pretrained)
-        self.proj = nn.ModuleList(StageProjection(c, cfg.dim) for c in stage_channels(cfg.backbone))
+        self.proj = nn.ModuleList(StageProjection(c, cfg.dim, dropout) for c in stage_channels(cfg.backbone))
 
     def forward(self, image):                                    # (B, 3, S, S)
         n = self.net
@@ -169,9 +241,7 @@ class WSAVS(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.audio_encoder = AudioEncoder(cfg)
-        self.visual_encoder = VisualEncoder(cfg)
-        if not 1 <= cfg.fusion_stages <= 4:
-            raise ValueError(f"fusion_stages must be in 1..4, got {cfg.fusion_stages}")
+        self.visual_encoder = VisualEncoder(cfg, cfg.projection_dropout)
         self.fusion = nn.ModuleList(AudioVisualFusion(cfg.dim) for _ in range(cfg.fusion_stages))
         self.decoder = MaskDecoder(cfg.dim, cfg.decoder_dim)
 
@@ -191,10 +261,10 @@ class WSAVS(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # 4. M2ICL, Eq. 3-5: sim(a_i, v_m^s) = max over positions of cos(a_i, v_m^s[:, p]), tau, both directions
 
-def m2icl_loss(audio_embed, visual_maps, video_ids, tau, gather=None):
+def m2icl_loss(audio_embed, visual_maps, video_ids, tau, gather=None, mask_same_video=False):
     """audio_embed (B, D); visual_maps S x (B, D, h_s, w_s); video_ids (B,) ints.
-    Choice: the paper takes every other item of the batch as a negative; two frames of the same video
-    are false negatives, so their logits are masked out (the positive pair itself is kept).
+    The paper takes every other item of the batch as a negative. Two frames of the same video are false
+    negatives: mask_same_video drops their logits (the positive pair itself is kept).
     gather (several processes): x -> (x of every rank concatenated, with gradients; where this rank's rows
     start). Each rank then scores its own B items against all N B, so N processes with batch B train
     like one with batch N B."""
@@ -202,7 +272,7 @@ def m2icl_loss(audio_embed, visual_maps, video_ids, tau, gather=None):
     all_video_ids, offset = gather(video_ids) if gather else (video_ids, 0)
     target = offset + torch.arange(len(video_ids), device=audio.device)       # (B,) the positives' columns
     positive = F.one_hot(target, len(all_video_ids)).bool()
-    false_negative = (video_ids[:, None] == all_video_ids[None, :]) & ~positive  # (B, N B)
+    false_negative = (video_ids[:, None] == all_video_ids[None, :]) & ~positive & mask_same_video  # (B, N B)
     all_audio = gather(audio)[0] if gather else audio
     loss = 0
     for visual in visual_maps:
@@ -235,7 +305,7 @@ def minmax_normalise(x):
 
 # ---------------------------------------------------------------------------------------------
 # 5. Pseudo mask refinement (section 3.3): C2AM class-agnostic map A, a saliency head S trained on
-#    A's background cues, and the pseudo mask of Eq. 6. Trained before WS-AVS, with its own encoder.
+#    A's cues, and the pseudo mask of Eq. 6. Phase 1: trained before WS-AVS, with its own encoder.
 
 def summed_at_stride_8(visual_maps):
     """The multi-scale visual maps resized to stage 2's size (stride 8) and summed: (B, D, S/8, S/8)."""
@@ -251,7 +321,7 @@ class PseudoMaskNet(nn.Module):
         # C2AM activation head: 3x3 conv to one channel + BatchNorm + sigmoid, on the multi-scale
         # visual features summed at stride 8 (the paper applies C2AM "on multi-scale visual features").
         self.activation_head = nn.Sequential(nn.Conv2d(cfg.dim, 1, 3, padding=1, bias=False), nn.BatchNorm2d(1))
-        self.register_buffer("flip_polarity", torch.zeros((), dtype=torch.bool))  # set by check_polarity
+        self.register_buffer("flip_polarity", torch.zeros((), dtype=torch.bool))  # set by decide_polarity
         self.saliency_head = MaskDecoder(cfg.dim, cfg.decoder_dim)
 
     def features(self, image):
@@ -262,50 +332,43 @@ class PseudoMaskNet(nn.Module):
         act = torch.sigmoid(self.activation_head(features))      # (B, 1, S/8, S/8), A in [0, 1]
         return torch.where(self.flip_polarity, 1 - act, act)
 
-    def forward(self, image):
-        visual_maps, features = self.features(image)
-        return {"features": features, "activation": self.activation(features),
-                "saliency_logits": self.saliency_head(visual_maps, image.shape[-2:])}  # (B, 1, S, S)
-
-    def border_activation(self, activation, image_size):
-        """Mean activation on a border band 4 px wide at 224 px (scaled with the input size)."""
-        act = F.interpolate(activation, size=image_size, mode="bilinear", align_corners=False)
-        band = max(1, round(4 * image_size[0] / 224))
-        inner = torch.zeros_like(act, dtype=torch.bool)
-        inner[..., band:-band, band:-band] = True
-        return act[~inner.expand_as(act)].mean()
-
-    @torch.no_grad()
-    def pseudo_mask(self, image):
-        """The binary pseudo mask of each image, (B, 1, S, S)."""
-        out = self(image)
-        activation = F.interpolate(out["activation"], size=image.shape[-2:], mode="bilinear", align_corners=False)
-        return refine_pseudo_mask(activation, torch.sigmoid(out["saliency_logits"]))
-
     def predict(self, image, audio):
         """The C2AM baseline of Table 1: the Eq. 6 pseudo mask itself; it never hears the audio."""
-        return self.pseudo_mask(image)
+        return pseudo_masks(self, image)
 
 
-def refine_pseudo_mask(activation, saliency):
-    """Eq. 6: Y_hat = L[argmax([S_bg; A])] with labels L = [0; 1] for (background cue, class-agnostic map).
-    The background cue is 1 - saliency, so a pixel is foreground iff A > 1 - S. Both (B, 1, S, S)."""
-    return (activation > 1 - saliency).float()
+CHANNEL_ORDERS = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
+
+
+def shuffle_channels(image, generator=None):
+    """Each frame of (B, 3, S, S) with its RGB channels in a random order (one of the 6, uniformly)."""
+    order = torch.tensor(CHANNEL_ORDERS)[torch.randint(6, (len(image),), generator=generator)].to(image.device)
+    return torch.gather(image, 1, order[:, :, None, None].expand_as(image))
+
+
+def class_agnostic_map(net, image):
+    """(visual maps of the frame, A (B, 1, S/8, S/8)). A map trained on frames in random channel orders is
+    applied as its mean over the 6 orders: the same distribution it was trained on, for every frame."""
+    visual_maps, features = net.features(image)
+    if not net.cfg.channel_shuffle:
+        return visual_maps, net.activation(features)
+    maps = [net.activation(net.features(image[:, list(order)])[1]) for order in CHANNEL_ORDERS]
+    return visual_maps, sum(maps) / len(maps)
 
 
 def _pairwise_cos(x, y):
     return (F.normalize(x, dim=1) @ F.normalize(y, dim=1).t()).clamp(5e-4, 0.9995)  # (B, B)
 
 
-def sim_max(x, rank_weight=0.25):
-    """C2AM SimMax: -log cos over pairs of one kind, each pair weighted exp(-0.25 * rank), rank 0 =
-    the most similar other sample of the row. Choice: self-pairs (cos = 1 by construction) are left out."""
+def sim_max(x, self_pairs=True, rank_weight=0.25):
+    """C2AM SimMax: -log cos over pairs of one kind, each pair weighted exp(-0.25 * rank), rank 0 = the most
+    similar other sample of the row. With self_pairs (CCAM) the mean also holds each sample's pair with itself,
+    ranked -1; its cos is clamped to 0.9995, so it adds a constant and no gradient."""
     cos = _pairwise_cos(x, x)
-    off_diagonal = ~torch.eye(len(x), dtype=torch.bool, device=x.device)
-    cos_others = cos.masked_fill(~off_diagonal, -1.0)
-    rank = cos_others.argsort(dim=1, descending=True).argsort(dim=1).float()  # (B, B), self ranks last
-    weight = torch.exp(-rank_weight * rank)
-    return (-torch.log(cos) * weight)[off_diagonal].mean()
+    self_pair = torch.eye(len(x), dtype=torch.bool, device=x.device)
+    rank = cos.masked_fill(self_pair, 2.0).argsort(dim=1, descending=True).argsort(dim=1).float() - 1  # self: -1
+    loss = -torch.log(cos) * torch.exp(-rank_weight * rank)
+    return loss.mean() if self_pairs else loss[~self_pair].mean()
 
 
 def sim_min(x, y):
@@ -313,12 +376,12 @@ def sim_min(x, y):
     return -torch.log(1 - _pairwise_cos(x, y)).mean()
 
 
-def c2am_loss(features, activation):
+def c2am_loss(features, activation, self_pairs=True):
     """features (B, D, h, w), activation A (B, 1, h, w): contrast foreground and background features."""
     hw = features.shape[-2] * features.shape[-1]
     foreground = (activation * features).sum(dim=(2, 3)) / hw        # (B, D)
     background = ((1 - activation) * features).sum(dim=(2, 3)) / hw  # (B, D)
-    return sim_max(foreground) + sim_min(foreground, background) + sim_max(background)
+    return sim_max(foreground, self_pairs) + sim_min(foreground, background) + sim_max(background, self_pairs)
 
 
 def random_affine(batch, generator=None, min_scale=0.5):
@@ -344,10 +407,46 @@ def warp(x, theta, size=None):
 
 
 def equivariance_loss(activation, warped_activation, theta):
-    """Addition to C2AM (choice, after SEAM, Wang et al. CVPR 2020): the map of a zoomed/flipped image must be
-    the zoomed/flipped map. From random init C2AM otherwise splits frames by position (left vs right),
-    which the padding makes easy to contrast; a position split cannot be equivariant."""
+    """Addition to C2AM (after SEAM, Wang et al. CVPR 2020): the map of a zoomed/flipped image must be the
+    zoomed/flipped map. From random init C2AM otherwise splits frames by position (left vs right), which the
+    zero padding makes easy to contrast; a position split cannot be equivariant."""
     return (warp(activation, theta) - warped_activation).abs().mean()
+
+
+def c2am_step_loss(net, image):
+    """One step of phase 1a, the C2AM loss of a batch (B, 3, S, S) -> (loss, A of the batch's frames).
+    Additions (Config): channel_shuffle trains on frames in random RGB orders, so that the map cannot split
+    frames by hue; equivariance > 0 appends a zoomed/flipped copy of every frame, contrasted with the others,
+    and asks its map to be the warped map. With neither, this is CCAM's loss on the batch."""
+    cfg = net.cfg
+    if cfg.channel_shuffle:
+        image = shuffle_channels(image)
+    if cfg.equivariance > 0:
+        theta = random_affine(len(image)).to(image.device)
+        image = torch.cat([image, warp(image, theta)])                           # (2B, 3, S, S)
+    _, features = net.features(image)
+    activation = net.activation(features)
+    loss = c2am_loss(features, activation, cfg.c2am_self_pairs)
+    if cfg.equivariance > 0:
+        activation, warped = activation.chunk(2)
+        loss = loss + cfg.equivariance * equivariance_loss(activation, warped, theta)
+    return loss, activation.detach()
+
+
+def border_activation(activation, image_size):
+    """Mean activation on a border band 4 px wide at 224 px (scaled with the input size)."""
+    act = F.interpolate(activation, size=image_size, mode="bilinear", align_corners=False)
+    band = max(1, round(4 * image_size[0] / 224))
+    inner = torch.zeros_like(act, dtype=torch.bool)
+    inner[..., band:-band, band:-band] = True
+    return act[~inner.expand_as(act)].mean()
+
+
+def decide_polarity(net, mean_border_activation):
+    """CCAM's polarity check, after the first epoch: a map that fires on the frame's border has learned the
+    background as its foreground, so it is used flipped (1 - A) from then on; the flag is saved with the weights."""
+    if mean_border_activation > 0.5:
+        net.flip_polarity.fill_(True)
 
 
 def saliency_loss(saliency_logits, activation, threshold):
@@ -355,6 +454,28 @@ def saliency_loss(saliency_logits, activation, threshold):
     pixels below the threshold are background (0), the others foreground (1)."""
     activation = F.interpolate(minmax_normalise(activation), size=saliency_logits.shape[-2:], mode="bilinear", align_corners=False)
     return F.binary_cross_entropy_with_logits(saliency_logits, (activation >= threshold).float())
+
+
+def saliency_step_loss(net, image):
+    """One step of phase 1b: the saliency head (a Panoptic-FPN head on the frozen C2AM encoder) learns A's cues."""
+    with torch.no_grad():
+        visual_maps, activation = class_agnostic_map(net, image)
+    return saliency_loss(net.saliency_head(visual_maps, image.shape[-2:]), activation, net.cfg.cue_threshold)
+
+
+def refine_pseudo_mask(activation, saliency):
+    """Eq. 6: Y_hat = L[argmax([S_bg; A])] with labels L = [0; 1] for (background cue, class-agnostic map).
+    The background cue is 1 - saliency, so a pixel is foreground iff A > 1 - S. Both (B, 1, S, S)."""
+    return (activation > 1 - saliency).float()
+
+
+@torch.no_grad()
+def pseudo_masks(net, image):
+    """Phase 1c: the binary Eq. 6 pseudo mask of each frame of a batch, (B, 1, S, S)."""
+    visual_maps, activation = class_agnostic_map(net, image)
+    activation = F.interpolate(activation, size=image.shape[-2:], mode="bilinear", align_corners=False)
+    saliency = torch.sigmoid(net.saliency_head(visual_maps, image.shape[-2:]))
+    return refine_pseudo_mask(activation, saliency)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,14 +489,15 @@ def audio_specific(audio_embed, all_audio):
 
 
 def audio_gated_pseudo_mask(pseudo_mask, audio_embed, visual_maps, all_audio, threshold=0.5):
-    """Addition to the paper (choice): Eq. 6 masks do not depend on the audio, so on a frame with silent
-    objects they mark those too. We keep only the pseudo-mask pixels where the model's own (detached) M2ICL
-    localization map of the audio_specific embedding, normalised per image, reaches the threshold.
+    """Addition to the paper (Config.pseudo_gate = "audio"): Eq. 6 masks do not depend on the audio, so on a
+    frame with silent objects they mark those too, and a decoder trained on them cannot learn to listen. Keep
+    only the pseudo-mask pixels where the model's own (detached) M2ICL localization map of the audio_specific
+    embedding, normalised per image, reaches the threshold.
     Which stages: the max of Eq. 3 can settle on background patches at some stages (they tell videos apart
-    too), and which stages do that changes from run to run; gating with such a map empties the targets and
-    the decoder collapses to empty masks. So each stage is weighted by how much higher its plain map is on
-    the pseudo-foreground than off it in that image (0 if not higher), and an image where no stage points
-    at the pseudo-foreground, or whose audio-specific map is flat, keeps its whole pseudo mask.
+    too), and which stages do that changes from run to run; gating with such a map empties the targets. So
+    each stage is weighted by how much higher its plain map is on the pseudo-foreground than off it in that
+    image (0 if not higher), and an image where no stage points at the pseudo-foreground, or whose
+    audio-specific map is flat, keeps its whole pseudo mask.
     pseudo_mask (B, 1, S, S) in {0, 1}; audio_embed (B, D); visual_maps k x (B, D, h_s, w_s);
     all_audio (N, D): the sounds of the whole batch (every rank's), audio_embed's among them."""
     size = pseudo_mask.shape[-2:]
@@ -404,14 +526,15 @@ def avm_loss(mask_logits, visual, audio_embed):
                     reduction="batchmean")
 
 
-def wsavs_loss(out, pseudo_mask, video_ids, tau, avf=True, pmr=True, gather=None):
-    """Eq. 8, with the Table 2 switches: without AVF there is no M2ICL and no localization map to gate the
-    pseudo masks with; without PMR the decoder's only signal is avs-ws's matching loss."""
+def wsavs_loss(out, pseudo_mask, video_ids, cfg, avf=True, pmr=True, gather=None):
+    """Eq. 8, L = avf_weight * L_avf + L_pmr, with the Table 2 switches: without AVF there is no M2ICL (and no
+    M2ICL map to gate the pseudo masks with); without PMR the decoder's only signal is avs-ws's matching loss."""
     parts = {}
     if avf:
-        parts["avf"] = m2icl_loss(out["audio_embed"], out["visual_maps"], video_ids, tau, gather)  # Eq. 5
+        parts["avf"] = cfg.avf_weight * m2icl_loss(out["audio_embed"], out["visual_maps"], video_ids, cfg.tau,
+                                                   gather, cfg.mask_same_video)                # Eq. 5
     if pmr:
-        if avf:
+        if avf and cfg.pseudo_gate == "audio":
             audio = out["audio_embed"].detach()
             pseudo_mask = audio_gated_pseudo_mask(pseudo_mask, audio, [v.detach() for v in out["visual_maps"]],
                                                   gather(audio)[0] if gather else audio)
@@ -457,7 +580,7 @@ class EZVSL(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.audio_encoder = AudioEncoder(cfg)
-        self.visual_encoder = VisualEncoder(cfg)
+        self.visual_encoder = VisualEncoder(cfg, cfg.projection_dropout)
 
     def forward(self, image, audio):
         return {"audio_embed": self.audio_encoder(audio), "visual_maps": self.visual_encoder(image)[-1:]}

@@ -141,31 +141,86 @@ def test_root_may_be_avsbench_or_subset_folder(root, subset):
 
 
 @pytest.mark.parametrize("subset", SUBSETS)
-def test_train_aug_flips_image_mask_and_pseudo_mask_together(root, tmp_path, subset):
+def test_flip_augmentation_moves_image_and_pseudo_mask_together(root, tmp_path, subset):
     plain = data.AVSBench(root, subset, "train")
     for key in plain.keys:  # pseudo masks at half resolution: left 40% foreground (0.6), the rest 0.4
         probabilities = np.full((112, 112), 0.4)
         probabilities[:, :45] = 0.6
         data.write_mask_png(tmp_path / "pseudo" / f"{key}.png", probabilities)
-    augmented = data.AVSBench(root, subset, "train", train_aug=True, pseudo_mask_dir=tmp_path / "pseudo")
+    augmented = data.AVSBench(root, subset, "train", augment="flip", pseudo_mask_dir=tmp_path / "pseudo")
     reference = plain[0]
     pseudo = data.AVSBench(root, subset, "train", pseudo_mask_dir=tmp_path / "pseudo")[0]["pseudo_mask"]
     assert pseudo.shape == (1, 224, 224) and pseudo.dtype == torch.float32
     assert pseudo[0, :, :90].eq(1).all() and pseudo[0, :, 90:].eq(0).all()  # >127 = foreground, nearest resize
-    assert reference["mask"].sum() > 0 and not torch.equal(reference["mask"], reference["mask"].flip(-1))
     orientations = []
     for epoch in range(16):                               # the flip is drawn from (seed, epoch, index) alone
         augmented.set_epoch(0, epoch)
         item = augmented[0]
         assert torch.equal(augmented[0]["image"], item["image"])
+        assert "mask" not in item                         # training frames carry no GT
         flipped = not torch.equal(item["image"], reference["image"])
         orientations.append(flipped)
         expected = (lambda x: x.flip(-1)) if flipped else (lambda x: x)
         assert torch.equal(item["image"], expected(reference["image"]))
-        assert torch.equal(item["mask"], expected(reference["mask"]))
         assert torch.equal(item["pseudo_mask"], expected(pseudo))
         assert torch.equal(item["audio"], reference["audio"])
     assert 3 <= sum(orientations) <= 13  # p = 0.5
+
+
+@pytest.mark.parametrize("img_size", [64, 97])
+def test_crop_flip_augmentation_crops_frame_and_pseudo_mask_alike(root, tmp_path, img_size):
+    """crop-flip: resize to 1.1 x S, a random S crop, a flip; the pseudo mask gets the same crop and flip.
+    A pseudo mask made from the frame's own pixels (bright = foreground) must stay the frame's mask."""
+    plain = data.AVSBench(root, "s4", "train", img_size=img_size)
+    for index, key in enumerate(plain.keys):
+        grey = np.asarray(data.read_png(plain.image_path(index)).convert("L"))
+        data.write_mask_png(tmp_path / "pseudo" / f"{key}.png", (np.arange(grey.shape[1]) < 100)[None].repeat(
+            grey.shape[0], 0).astype(np.float32))          # left 100 of 224 columns
+    augmented = data.AVSBench(root, "s4", "train", img_size=img_size, augment="crop-flip",
+                              pseudo_mask_dir=tmp_path / "pseudo")
+    resized = round(1.1 * img_size)
+    lefts = set()
+    for epoch in range(12):
+        augmented.set_epoch(3, epoch)
+        aug = data.draw_augmentation("crop-flip", img_size, [3, epoch, 0])
+        item = augmented[0]
+        assert item["image"].shape == (3, img_size, img_size) and item["pseudo_mask"].shape == (1, img_size, img_size)
+        assert aug.resized == resized and 0 <= aug.left <= resized - img_size and 0 <= aug.top <= resized - img_size
+        lefts.add(aug.left)
+        # the mask's edge sits at column 100/224 of the resized frame, then moves with the crop and the flip
+        edge = round(100 / 224 * resized) - aug.left
+        columns = item["pseudo_mask"][0].mean(dim=0)                     # (S,) fraction foreground per column
+        if aug.flip:
+            columns = columns.flip(0)
+        assert columns[:max(0, edge - 1)].eq(1).all() and columns[edge + 1:].eq(0).all()
+        frame = data.read_png(plain.image_path(0)).convert("RGB").resize((resized, resized), Image.BILINEAR)
+        expected = frame.crop((aug.left, aug.top, aug.left + img_size, aug.top + img_size))
+        if aug.flip:
+            expected = expected.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        pixels = (np.asarray(expected, dtype=np.float32) / 255 - data.IMAGENET_MEAN) / data.IMAGENET_STD
+        torch.testing.assert_close(item["image"], torch.from_numpy(pixels.transpose(2, 0, 1).copy()))
+    assert len(lefts) > 1
+
+
+@pytest.mark.parametrize("subset", SUBSETS)
+def test_synthetic_silent_objects_of_equal_size(tmp_path, subset):
+    """--silent-objects N --equal-size: every frame holds N silent objects beside the sounding one(s), all drawn
+    at one size, so that neither the count nor the size says which object sounds."""
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        categories, sounding, frames, masks, _ = data.synth_video(rng, subset, 6, 96, silent_objects=2,
+                                                                 equal_size=True)
+        assert len(categories) - len(sounding) == 2 and (len(sounding) == 1 if subset == "s4" else
+                                                          1 <= len(sounding) <= 3)
+    layout = data.place_objects(np.random.default_rng(1), 3, 96, equal_size=True)
+    assert len({radius for radius, _, _ in layout}) == 1
+    assert len({radius for radius, _, _ in data.place_objects(np.random.default_rng(1), 3, 96)}) == 3
+    data.synthesize(tmp_path, subset, videos=4, seed=0, size=64, silent_objects=2, equal_size=True)
+    marker = (tmp_path / data.SUBSET_DIRS[subset] / data.SYNTH_MARKER).read_text()
+    assert marker == data.synthetic_stamp(subset, 4, 0, size=64, silent_objects=2, equal_size=True)
+    assert "silent_objects=2 equal_size" in marker
+    with pytest.raises(ValueError, match="silent objects"):
+        data.synthesize(tmp_path / "x", subset, videos=4, seed=0, size=64, silent_objects=6)
 
 
 def test_missing_pseudo_mask_names_the_path(root, tmp_path):

@@ -19,15 +19,18 @@ import eval as evaluation
 import train
 from data import SAMPLE_RATE, log_spectrogram, synthesize
 from test_train_eval import TINY, error_of, run_script
-from wsavs import WSAVS, Config, wsavs_loss
+from wsavs import WSAVS, preset_config, wsavs_loss
 
 REPO = Path(__file__).resolve().parent.parent
 
 
+# the audio gate and the masking of same-video negatives both read every rank's batch
+CFG = preset_config("small", dim=16, decoder_dim=8, img_size=64, tau=0.03)
+
+
 def small_model():
     torch.manual_seed(0)
-    cfg = Config(backbone="resnet18", dim=16, decoder_dim=8, pretrained=False, audio_stem_stride=4, img_size=64)
-    return WSAVS(cfg).eval()          # BatchNorm on running statistics: per-process batches do not change it
+    return WSAVS(CFG).eval()          # BatchNorm on running statistics: per-process batches do not change it
 
 
 def global_batch():
@@ -40,7 +43,7 @@ def global_batch():
 
 def loss_and_grads(model, shard, gather):
     images, audio, pseudo, video_ids = (x[shard] for x in global_batch())
-    loss, _ = wsavs_loss(model(images, audio), pseudo, video_ids, 0.03, gather=gather)
+    loss, _ = wsavs_loss(model(images, audio), pseudo, video_ids, CFG, gather=gather)
     loss.backward()
     grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
     return loss.detach(), grads
@@ -87,9 +90,9 @@ def test_torchrun_two_cpu_processes(root, tmp_path):
                              *train_args(root, tmp_path, "--batch-size", "3")],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 1      # rank 0 alone logs
+    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 2      # rank 0 alone logs: start, epoch 1
     ckpt = evaluation.load_checkpoint(tmp_path / "last.pt")
-    assert ckpt["epoch"] == 1 and ckpt["args"]["batch_size"] == 3
+    assert ckpt["epoch"] == 1 and ckpt["config"]["batch_size"] == 3
     assert len(list((tmp_path / "pseudo_masks").glob("**/*.png"))) == 15
 
 
@@ -154,7 +157,7 @@ def test_silent_audio_gives_finite_everything():
     silence = log_spectrogram(np.zeros(5 * SAMPLE_RATE, dtype=np.float32), SAMPLE_RATE, centre_s=2.5)
     images, _, pseudo, video_ids = global_batch()
     out = model(images, silence.expand(6, -1, -1, -1))
-    loss, _ = wsavs_loss(out, pseudo, video_ids, 0.03)
+    loss, _ = wsavs_loss(out, pseudo, video_ids, CFG)
     loss.backward()
     assert torch.isfinite(loss) and all(torch.isfinite(v).all() for v in out.values() if torch.is_tensor(v))
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

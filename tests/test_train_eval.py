@@ -3,6 +3,7 @@ saved predictions, and the one-line errors of both scripts."""
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import torch
 import eval as evaluation
 import train
 from data import synthesize
+from wsavs import PRESETS, SCALE_FIELDS, differences
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--epochs", "1", "--pmr-epochs", "1", "--batch-size", "6", "--img-size", "64", "--backbone", "resnet18",
@@ -34,7 +36,8 @@ def s4_run(root, tmp_path_factory):
 
 
 def read_log(out):
-    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    """The epoch records of log.jsonl (each run also writes a start record with its recipe)."""
+    return [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "epoch" in r]
 
 
 def test_training_writes_everything(s4_run):
@@ -50,9 +53,21 @@ def test_training_writes_everything(s4_run):
     assert len(list((out / "eval-test" / "overlays" / "sample").glob("*.png"))) == 1
 
 
+def test_run_records_its_preset_and_what_differs(s4_run):
+    start = json.loads((s4_run / "log.jsonl").read_text().splitlines()[0])
+    ckpt = evaluation.load_checkpoint(s4_run / "last.pt")
+    for record in (start, ckpt):
+        assert record["preset"] == "paper" and record["config"]["tau"] == 0.03
+        assert record["differs"] == {"backbone": "resnet18", "pretrained": False, "audio_pretrained": False,
+                                     "audio_stem_stride": 4, "dim": 32, "decoder_dim": 16, "img_size": 64,
+                                     "pmr_epochs": 1, "epochs": 1, "batch_size": 6, "lr": 1e-3}
+
+
 def test_resume_continues_and_reuses_pseudo_masks(s4_run, root, capsys):
     train.main(["--root", str(root), "--subset", "s4", "--out", str(s4_run), *TINY, "--epochs", "2", "--resume"])
     printed = capsys.readouterr().out
+    assert printed.splitlines()[0].startswith("preset paper; differs from it: backbone=resnet18, pretrained=False")
+    assert "epochs=2" in printed.splitlines()[0]
     assert "reusing pseudo masks" in printed and "resumed from" in printed
     assert [r["epoch"] for r in read_log(s4_run)] == [1, 2]
     assert evaluation.load_checkpoint(s4_run / "last.pt")["epoch"] == 2
@@ -83,13 +98,13 @@ def test_init_starts_from_another_runs_weights(s4_run, root, tmp_path):
     source = evaluation.load_checkpoint(s4_run / "last.pt")["model"]
     train.main(["--root", str(root / "Multi-sources"), "--subset", "ms3", "--out", str(tmp_path / "ms3"), *TINY,
                 "--init", str(s4_run / "last.pt"), "--lr", "0"])
-    model = evaluation.build_model("wsavs", train.config_from(train.parse_args(["--no-pretrained", *TINY])))
+    model = evaluation.build_model("wsavs", train.parse_args(["--no-pretrained", *TINY]).cfg)
     names = {name for name, _ in model.named_parameters()}
     started = evaluation.load_checkpoint(tmp_path / "ms3" / "last.pt")["model"]
     assert all(torch.equal(started[name], source[name]) for name in names)
     line = error_of(run_script("train.py", "--root", str(root), "--out", str(tmp_path / "other"), *TINY,
                                "--dim", "16", "--init", str(s4_run / "last.pt")))
-    assert line == f"error: {s4_run / 'last.pt'}: --init needs a checkpoint of this method and configuration"
+    assert line == f"error: {s4_run / 'last.pt'}: --init needs a checkpoint of this method and architecture"
 
 
 def run_script(*args):
@@ -168,3 +183,36 @@ def test_audio_controls_on_a_checkpoint(s4_run, tmp_path):
         result = evaluation.main([str(s4_run / "last.pt"), *common, "--audio", mode, "--out", str(tmp_path / mode)])
         assert result["frames"] == true["frames"] and 0.0 <= result["non_empty"] <= 1.0
         assert result["fg_area"] != true["fg_area"]             # the untrained model's mask moves with the audio
+
+
+def test_presets_and_flags():
+    """train.py's default is the paper preset, --demo the small one; each recipe flag sets its Config field."""
+    assert train.parse_args([]).cfg == PRESETS["paper"] and train.parse_args([]).preset == "paper"
+    assert train.parse_args(["--demo"]).cfg == PRESETS["small"]
+    args = train.parse_args(["--preset", "small", "--pseudo-gate", "none", "--equivariance", "0", "--no-channel-shuffle",
+                             "--no-mask-same-video", "--tau", "0.03", "--avf-weight", "0.03", "--augment", "crop-flip",
+                             "--c2am-self-pairs", "--cue-threshold", "0.3", "--projection-dropout", "0.9",
+                             "--audio-norm"])
+    assert differences(args.cfg, "small") == differences(replace(PRESETS["paper"], **{
+        f: getattr(PRESETS["small"], f) for f in SCALE_FIELDS}), "small") | {"avf_weight": 0.03}
+    assert train.parse_args(["--no-pretrained"]).cfg.audio_pretrained is False
+    assert train.parse_args(["--no-pretrained", "--audio-pretrained"]).cfg.audio_pretrained is True
+
+
+def test_paper_preset_is_the_table_of_choices():
+    """The `paper` column of the README's table of choices."""
+    paper = PRESETS["paper"]
+    assert (paper.backbone, paper.pretrained, paper.audio_pretrained, paper.audio_stem_stride) == ("resnet50", True, True, 2)
+    assert (paper.audio_norm, paper.projection_dropout, paper.dim, paper.fusion_stages) == (True, 0.9, 512, 4)
+    assert (paper.tau, paper.avf_weight, paper.mask_same_video) == (0.03, 1.0, False)
+    assert (paper.pmr_epochs, paper.c2am_self_pairs, paper.equivariance, paper.channel_shuffle) == (10, True, 0.0, False)
+    assert (paper.cue_threshold, paper.pseudo_gate, paper.augment) == (0.3, "none", "crop-flip")
+    assert (paper.img_size, paper.epochs, paper.batch_size, paper.lr) == (224, 20, 64, 1e-4)
+
+
+@pytest.mark.parametrize("flags,message", [(["--fusion-stages", "5"], "invalid choice"),
+                                           (["--pseudo-gate", "sometimes"], "invalid choice"),
+                                           (["--augment", "rotate"], "invalid choice")])
+def test_bad_recipe_flags_are_usage_errors(flags, message):
+    result = run_script("train.py", *flags)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr

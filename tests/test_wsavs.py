@@ -1,18 +1,20 @@
 """The method in wsavs.py: shapes through the model, Eq. 1, and each loss on cases with known answers."""
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from wsavs import (EZVSL, WSAVS, AudioVisualFusion, CAMNet, Config, PseudoMaskNet, audio_gated_pseudo_mask,
-                   audio_specific, avm_loss, c2am_loss, equivariance_loss, localization_map, m2icl_loss, random_affine, refine_pseudo_mask,
-                   saliency_loss, sim_max, sim_min, warp, wsavs_loss)
+from wsavs import (EZVSL, WSAVS, AudioVisualFusion, CAMNet, PseudoMaskNet, audio_gated_pseudo_mask, audio_specific,
+                   avm_loss, border_activation, c2am_loss, c2am_step_loss, class_agnostic_map, equivariance_loss, localization_map,
+                   m2icl_loss, preset_config, pseudo_masks, random_affine, refine_pseudo_mask, saliency_loss, sim_max,
+                   sim_min, warp, wsavs_loss)
 
 
 def small_config(**kw):
-    return Config(**{"backbone": "resnet18", "dim": 32, "decoder_dim": 16, "pretrained": False,
-                     "audio_stem_stride": 4, **kw})
+    """The small preset (random init, with its additions) at a tiny width."""
+    return preset_config("small", **{"dim": 32, "decoder_dim": 16, **kw})
 
 
 @pytest.mark.parametrize("backbone,size,batch", [("resnet18", 64, 2), ("resnet18", 80, 3), ("resnet18", 70, 1),
@@ -69,12 +71,14 @@ def test_m2icl_known_answer():
     assert m2icl_loss(audio, [visual, visual], torch.tensor([0, 1]), tau).item() == pytest.approx(2 * loss.item())
 
 
-def test_m2icl_masks_frames_of_the_same_video():
+@pytest.mark.parametrize("mask_same_video", [False, True])
+def test_m2icl_masks_frames_of_the_same_video(mask_same_video):
     audio = torch.tensor([[1.0, 0.0], [1.0, 0.0]])      # two frames of one video, identical
     visual = torch.tensor([[[1.0], [0.0]], [[1.0], [0.0]]])
-    same = m2icl_loss(audio, [visual], torch.tensor([3, 3]), 0.1)
-    different = m2icl_loss(audio, [visual], torch.tensor([3, 4]), 0.1)
-    assert same.item() == pytest.approx(0.0, abs=1e-7)                     # only the positive is left
+    same = m2icl_loss(audio, [visual], torch.tensor([3, 3]), 0.1, mask_same_video=mask_same_video)
+    different = m2icl_loss(audio, [visual], torch.tensor([3, 4]), 0.1, mask_same_video=mask_same_video)
+    # masked, only the positive is left; the paper's loss keeps the other frame as a negative: log 2 per row
+    assert same.item() == pytest.approx(0.0 if mask_same_video else 2 * math.log(2), abs=1e-6)
     assert different.item() == pytest.approx(2 * math.log(2), rel=1e-6)    # log 2 per row, both directions
 
 
@@ -86,20 +90,31 @@ def test_m2icl_gradients_flow_to_both_inputs():
     assert audio.grad.abs().sum() > 0 and visual.grad.abs().sum() > 0
 
 
-def test_sim_max_and_sim_min_known_answers():
+@pytest.mark.parametrize("self_pairs", [False, True])
+def test_sim_max_and_sim_min_known_answers(self_pairs):
     x = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     # off-diagonal cosines: rows 0/1 see (1, 0), row 2 sees (0, 0); clamped to [5e-4, 0.9995];
     # ranks among the others: 0 for the most similar, 1 for the next (ties broken by index)
     hi, lo = -math.log(0.9995), -math.log(5e-4)
     w1 = math.exp(-0.25)
-    expected = (hi + lo * w1 + hi + lo * w1 + lo + lo * w1) / 6
-    assert sim_max(x).item() == pytest.approx(expected, rel=1e-5)
+    others = hi + lo * w1 + hi + lo * w1 + lo + lo * w1
+    # CCAM's self-pairs: cos clamped to 0.9995, rank -1 (weight e^0.25), in a mean over all 9 pairs
+    expected = (others + 3 * hi * math.exp(0.25)) / 9 if self_pairs else others / 6
+    assert sim_max(x, self_pairs).item() == pytest.approx(expected, rel=1e-5)
     y = torch.tensor([[0.0, 1.0], [0.0, 1.0], [0.0, 1.0]])
     # cos(x_i, y_j): 0 for rows 0, 1 and 1 for row 2 -> -log(1 - 5e-4) and -log(1 - 0.9995)
     assert sim_min(x, y).item() == pytest.approx((6 * -math.log(1 - 5e-4) + 3 * -math.log(5e-4)) / 9, rel=1e-5)
 
 
-def test_c2am_loss_separated_foreground_background():
+def test_self_pairs_add_no_gradient():
+    x = torch.randn(5, 8, requires_grad=True)
+    grad_without = torch.autograd.grad(sim_max(x, self_pairs=False), x)[0]
+    grad_with = torch.autograd.grad(sim_max(x, self_pairs=True), x)[0]
+    torch.testing.assert_close(grad_with, grad_without * 20 / 25)       # same pairs, mean over 25 instead of 20
+
+
+@pytest.mark.parametrize("self_pairs", [False, True])
+def test_c2am_loss_separated_foreground_background(self_pairs):
     # left half of every image is feature e0, right half e1; the map says "left is foreground"
     features = torch.zeros(3, 2, 4, 4)
     features[:, 0, :, :2] = 1.0
@@ -107,11 +122,13 @@ def test_c2am_loss_separated_foreground_background():
     activation = torch.zeros(3, 1, 4, 4)
     activation[..., :2] = 1.0
     hi, lo = -math.log(0.9995), -math.log(1 - 5e-4)
-    # fg/fg and bg/bg pairs at cos 1, each row's two others weighted exp(0) and exp(-0.25); fg/bg at cos 0
-    expected = 2 * hi * (1 + math.exp(-0.25)) / 2 + lo
-    assert c2am_loss(features, activation).item() == pytest.approx(expected, rel=1e-4)  # float32 log near 1
+    # fg/fg and bg/bg pairs at cos 1, each row's two others weighted exp(0) and exp(-0.25) (and itself
+    # exp(0.25)); fg/bg at cos 0
+    same = (math.exp(0.25) + 1 + math.exp(-0.25)) / 3 if self_pairs else (1 + math.exp(-0.25)) / 2
+    expected = 2 * hi * same + lo
+    assert c2am_loss(features, activation, self_pairs).item() == pytest.approx(expected, rel=1e-4)
     # the flipped map gives the same loss: polarity is not decided by the loss, hence the check
-    assert c2am_loss(features, 1 - activation).item() == pytest.approx(expected, rel=1e-4)
+    assert c2am_loss(features, 1 - activation, self_pairs).item() == pytest.approx(expected, rel=1e-4)
 
 
 def test_saliency_loss_targets_are_the_thresholded_normalised_map():
@@ -129,27 +146,63 @@ def test_eq6_pseudo_mask_rule():
     assert refine_pseudo_mask(activation, saliency).flatten().tolist() == [1.0, 0.0, 0.0, 1.0]
 
 
-def test_pseudo_mask_net_shapes_and_polarity_flag():
+@pytest.mark.parametrize("channel_shuffle", [False, True])
+def test_pseudo_mask_net_shapes_and_polarity_flag(channel_shuffle):
     torch.manual_seed(0)
-    net = PseudoMaskNet(small_config(img_size=64)).eval()
+    net = PseudoMaskNet(small_config(img_size=64, channel_shuffle=channel_shuffle)).eval()
     image = torch.randn(2, 3, 64, 64)
-    out = net(image)
-    assert out["activation"].shape == (2, 1, 8, 8)
-    assert out["saliency_logits"].shape == (2, 1, 64, 64)
-    mask = net.pseudo_mask(image)
+    _, activation = class_agnostic_map(net, image)
+    assert activation.shape == (2, 1, 8, 8)
+    mask = pseudo_masks(net, image)
     assert mask.shape == (2, 1, 64, 64) and set(mask.unique().tolist()) <= {0.0, 1.0}
     net.flip_polarity.fill_(True)
-    torch.testing.assert_close(net(image)["activation"], 1 - out["activation"])
+    torch.testing.assert_close(class_agnostic_map(net, image)[1], 1 - activation)
     assert net.state_dict()["flip_polarity"].item() is True
 
 
+def test_channel_shuffled_map_is_applied_as_its_mean_over_channel_orders():
+    """Trained on frames in random channel orders, the map is used as its mean over the 6 orders: the same
+    for every order of the input's channels; without the shuffle it is the plain map."""
+    torch.manual_seed(0)
+    image = torch.randn(2, 3, 64, 64)
+    shuffled = PseudoMaskNet(small_config(img_size=64, channel_shuffle=True)).eval()
+    plain = PseudoMaskNet(small_config(img_size=64, channel_shuffle=False)).eval()
+    plain.load_state_dict(shuffled.state_dict())
+    with torch.no_grad():
+        maps = [class_agnostic_map(shuffled, image[:, order])[1] for order in ([0, 1, 2], [2, 0, 1], [1, 0, 2])]
+        plain_maps = [class_agnostic_map(plain, image[:, order])[1] for order in ([0, 1, 2], [2, 0, 1])]
+    torch.testing.assert_close(maps[1], maps[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(maps[2], maps[0], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(plain_maps[0], plain_maps[1])
+    assert not torch.allclose(plain_maps[0], maps[0])
+
+
+@pytest.mark.parametrize("equivariance", [0.0, 10.0])
+def test_c2am_step_adds_warped_copies_only_with_the_equivariance_loss(equivariance):
+    """equivariance 0 is plain C2AM: the encoder sees the batch's B frames, no warped copies."""
+    torch.manual_seed(0)
+    net = PseudoMaskNet(small_config(img_size=64, equivariance=equivariance, channel_shuffle=False))
+    seen = []
+    net.visual_encoder.register_forward_hook(lambda module, inputs, output: seen.append(len(inputs[0])))
+    image = torch.randn(3, 3, 64, 64)
+    torch.manual_seed(1)
+    loss, activation = c2am_step_loss(net, image)
+    assert seen == [6 if equivariance else 3] and activation.shape == (3, 1, 8, 8)
+    torch.manual_seed(1)
+    _, features = net.features(image)
+    plain = c2am_loss(features, net.activation(features), net.cfg.c2am_self_pairs)
+    if equivariance:
+        assert loss.item() != pytest.approx(plain.item())
+    else:
+        assert loss.item() == pytest.approx(plain.item(), rel=1e-6)
+
+
 def test_border_activation():
-    net = PseudoMaskNet(small_config(img_size=224))
     act = torch.zeros(1, 1, 28, 28)
     act[..., :1, :] = 1.0                                 # top row of the 28 x 28 map
-    border = net.border_activation(act, (224, 224)).item()
+    border = border_activation(act, (224, 224)).item()
     assert 0.2 < border < 0.3                             # the top side is lit: about a quarter of the band
-    assert net.border_activation(torch.ones(1, 1, 28, 28), (224, 224)).item() == pytest.approx(1.0)
+    assert border_activation(torch.ones(1, 1, 28, 28), (224, 224)).item() == pytest.approx(1.0)
 
 
 def test_wsavs_loss_is_sum_of_parts():
@@ -157,7 +210,7 @@ def test_wsavs_loss_is_sum_of_parts():
     model = WSAVS(small_config(img_size=64))
     out = model(torch.randn(3, 3, 64, 64), torch.randn(3, 1, 257, 300))
     pseudo = (torch.rand(3, 1, 64, 64) > 0.5).float()
-    loss, parts = wsavs_loss(out, pseudo, torch.arange(3), 0.03)
+    loss, parts = wsavs_loss(out, pseudo, torch.arange(3), small_config(img_size=64))
     assert loss.item() == pytest.approx((parts["avf"] + parts["pmr"]).item(), rel=1e-6)
     audio = out["audio_embed"].detach()
     gated = audio_gated_pseudo_mask(pseudo, audio, [v.detach() for v in out["visual_maps"]], audio)
@@ -174,7 +227,7 @@ def test_wsavs_loss_table2_switches(avf, pmr, parts_expected):
     model = WSAVS(small_config(img_size=64))
     out = model(torch.randn(3, 3, 64, 64), torch.randn(3, 1, 257, 300))
     pseudo = (torch.rand(3, 1, 64, 64) > 0.5).float()
-    loss, parts = wsavs_loss(out, pseudo if pmr else None, torch.arange(3), 0.03, avf=avf, pmr=pmr)
+    loss, parts = wsavs_loss(out, pseudo if pmr else None, torch.arange(3), small_config(img_size=64), avf=avf, pmr=pmr)
     assert set(parts) == parts_expected
     assert loss.item() == pytest.approx(sum(parts.values()).item(), rel=1e-6)
     if pmr and not avf:                                   # no M2ICL map to gate with: the Eq. 6 mask as is
@@ -307,7 +360,7 @@ def test_ezvsl_baseline_contrasts_the_last_stage_and_maps_it():
     assert [v.shape for v in out["visual_maps"]] == [(3, 32, 2, 2)]
     loss = m2icl_loss(out["audio_embed"], out["visual_maps"], torch.arange(3), 0.03)
     loss.backward()
-    assert net.audio_encoder.proj.weight.grad.abs().sum() > 0
+    assert net.audio_encoder.proj[-1].weight.grad.abs().sum() > 0
     net.eval()
     with torch.no_grad():
         out = net(image, audio)
@@ -319,7 +372,7 @@ def test_c2am_baseline_predicts_the_pseudo_mask():
     torch.manual_seed(0)
     net = PseudoMaskNet(small_config(img_size=64)).eval()
     image = torch.randn(2, 3, 64, 64)
-    torch.testing.assert_close(net.predict(image, torch.randn(2, 1, 257, 300)), net.pseudo_mask(image))
+    torch.testing.assert_close(net.predict(image, torch.randn(2, 1, 257, 300)), pseudo_masks(net, image))
 
 
 def test_random_affine_crops_inside_the_frame():
@@ -343,3 +396,33 @@ def test_warp_and_equivariance_loss():
     left[..., :2] = 1.0
     assert equivariance_loss(left, left, mirror).item() == pytest.approx(1.0)
     assert equivariance_loss(left, left.flip(-1), mirror).item() == pytest.approx(0.0)
+
+
+def test_recipe_switches_of_wsavs_loss():
+    """pseudo_gate none trains on the Eq. 6 mask as is; avf_weight scales L_avf; mask_same_video changes the
+    M2ICL loss when two frames of one video share the batch."""
+    torch.manual_seed(0)
+    cfg = small_config(img_size=64)
+    out = WSAVS(cfg)(torch.randn(4, 3, 64, 64), torch.randn(4, 1, 257, 300))
+    pseudo = (torch.rand(4, 1, 64, 64) > 0.5).float()
+    videos = torch.tensor([0, 1, 0, 2])
+    _, gated = wsavs_loss(out, pseudo, videos, cfg)
+    _, plain = wsavs_loss(out, pseudo, videos, replace(cfg, pseudo_gate="none"))
+    assert plain["pmr"].item() == pytest.approx(F.binary_cross_entropy_with_logits(out["mask_logits"], pseudo).item())
+    assert gated["pmr"].item() != pytest.approx(plain["pmr"].item())
+    _, weighted = wsavs_loss(out, pseudo, videos, replace(cfg, avf_weight=0.03))
+    assert weighted["avf"].item() == pytest.approx(0.03 * gated["avf"].item(), rel=1e-5)
+    _, unmasked = wsavs_loss(out, pseudo, videos, replace(cfg, mask_same_video=False))
+    assert unmasked["avf"].item() > gated["avf"].item()                  # one more negative per row of video 0
+    _, distinct = wsavs_loss(out, pseudo, torch.arange(4), replace(cfg, mask_same_video=False))
+    assert distinct["avf"].item() == pytest.approx(unmasked["avf"].item())
+
+
+def test_projection_dropout_only_in_the_contrastive_models():
+    cfg = preset_config("paper", backbone="resnet18", pretrained=False, audio_pretrained=False, dim=32,
+                        decoder_dim=16)
+    dropouts = lambda net: {m.p for m in net.modules() if isinstance(m, torch.nn.Dropout)}
+    assert dropouts(WSAVS(cfg)) == dropouts(EZVSL(cfg)) == {0.9}
+    assert dropouts(PseudoMaskNet(cfg)) == dropouts(CAMNet(cfg, 3)) == {0.0}
+    assert isinstance(WSAVS(cfg).audio_encoder.proj[0], torch.nn.LayerNorm)
+    assert isinstance(WSAVS(small_config()).audio_encoder.proj[0], torch.nn.Identity)
