@@ -86,8 +86,10 @@ CONFIG_FLAGS = {
                         "its mean over the 6 orders)", None),
     "cue_threshold": ("normalised class-agnostic activation from which a pixel is a foreground cue for the "
                       "saliency head", None),
-    "pseudo_gate": ("none: train on the Eq. 6 pseudo masks; audio: keep their pixels where the sound's M2ICL map "
-                    "points", ["none", "audio"]),
+    "crf_iterations": ("mean-field iterations of the dense CRF that refines the saliency head's cues; 0 = none",
+                       None),
+    "pseudo_gate": ("none: train on the Eq. 6 pseudo masks; audio / objects: keep their pixels / their connected "
+                    "components where the sound's M2ICL map points", ["none", "audio", "objects"]),
     "augment": ("training frames: crop-flip (resize 1.1x, random crop, flip) or flip", ["crop-flip", "flip"]),
     "epochs": ("WS-AVS training epochs", None),
     "batch_size": ("frames per batch and process; also the M2ICL negatives", None),

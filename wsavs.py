@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
+from data import IMAGENET_MEAN, IMAGENET_STD
 from kernels import maxsim
 
 
@@ -47,7 +48,9 @@ class Config:
     equivariance: float = 0.0           # weight of the zoom/flip equivariance loss; 0 = plain C2AM, no warped copies
     channel_shuffle: bool = False       # random RGB channel order per frame while training C2AM
     cue_threshold: float = 0.3          # normalised class-agnostic activation from which a pixel is a foreground cue (CCAM)
-    pseudo_gate: str = "none"           # none: Eq. 6 masks as they are; audio: kept where the sound's M2ICL map points
+    crf_iterations: int = 10            # mean-field iterations of the dense CRF on the cues; 0 = none (CCAM: 10)
+    pseudo_gate: str = "none"           # none: Eq. 6 masks as they are; audio / objects: their pixels / connected
+                                        # components kept where the sound's M2ICL map points
     # optimisation (paper 4.1)
     augment: str = "crop-flip"          # training frames: crop-flip (resize 1.1x, random crop, flip; release) or flip
     epochs: int = 20
@@ -66,7 +69,7 @@ PRESETS = {
                     equivariance=10.0,        # from random init plain C2AM splits frames by position
                     channel_shuffle=True,     # ... and, with that fixed, by hue
                     cue_threshold=0.5,
-                    pseudo_gate="audio",      # Eq. 6 marks silent objects too
+                    pseudo_gate="objects",    # Eq. 6 marks silent objects too
                     augment="flip", epochs=1, batch_size=16, lr=1e-3),
 }
 # The fields that set the size of a run rather than the recipe: bench/run.py runs the `paper` recipe at the
@@ -75,7 +78,7 @@ SCALE_FIELDS = ("backbone", "pretrained", "audio_pretrained", "audio_stem_stride
                 "pmr_epochs", "epochs", "batch_size", "lr")
 # The fields that phase 1 (pseudo mask refinement) reads: a change to any other field reuses its pseudo masks.
 PMR_FIELDS = ("backbone", "pretrained", "dim", "decoder_dim", "img_size", "pmr_epochs", "c2am_self_pairs",
-              "equivariance", "channel_shuffle", "cue_threshold", "augment", "batch_size", "lr")
+              "equivariance", "channel_shuffle", "cue_threshold", "crf_iterations", "augment", "batch_size", "lr")
 
 
 def preset_config(preset, **overrides):
@@ -88,8 +91,8 @@ def preset_config(preset, **overrides):
     cfg = replace(PRESETS[preset], **overrides)
     if not 1 <= cfg.fusion_stages <= 4:
         raise ValueError(f"fusion_stages must be in 1..4, got {cfg.fusion_stages}")
-    if cfg.pseudo_gate not in ("none", "audio") or cfg.augment not in ("flip", "crop-flip"):
-        raise ValueError(f"pseudo_gate must be none|audio and augment flip|crop-flip, got {cfg.pseudo_gate!r}, "
+    if cfg.pseudo_gate not in ("none", "audio", "objects") or cfg.augment not in ("flip", "crop-flip"):
+        raise ValueError(f"pseudo_gate must be none|audio|objects and augment flip|crop-flip, got {cfg.pseudo_gate!r}, "
                          f"{cfg.augment!r}")
     return cfg
 
@@ -449,18 +452,51 @@ def decide_polarity(net, mean_border_activation):
         net.flip_polarity.fill_(True)
 
 
-def saliency_loss(saliency_logits, activation, threshold):
-    """Train the saliency head on A's cues: A is min-max normalised per image (as in C2AM's cue extraction),
-    pixels below the threshold are background (0), the others foreground (1)."""
-    activation = F.interpolate(minmax_normalise(activation), size=saliency_logits.shape[-2:], mode="bilinear", align_corners=False)
-    return F.binary_cross_entropy_with_logits(saliency_logits, (activation >= threshold).float())
+def dense_crf(rgb, foreground, iterations, size=48, chunk=8):
+    """Fully connected two-label CRF (Kraehenbuehl & Koltun, NeurIPS 2011) by mean field, as CCAM refines its
+    cues: Potts compatibility, a bilateral kernel (weight 10, sigma 80 px in position, 13 in RGB) and a
+    smoothness kernel (weight 3, sigma 3 px), positions measured in a 224-px frame. Exact, on a size x size grid
+    (the kernel is (size^2)^2 per image), then upsampled. A pixel keeps its label where it looks like the
+    pixels that share it anywhere in the frame, so a halo of background around an object flips to background.
+    rgb (B, 3, H, W) in 0..255; foreground (B, 1, H, W) the unary probability -> refined probability, same shape."""
+    height, width = rgb.shape[-2:]
+    rgb = F.interpolate(rgb, size=(size, size), mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
+    p = F.interpolate(foreground, size=(size, size), mode="bilinear", align_corners=False).flatten(1)  # (B, N)
+    grid = torch.arange(size, device=rgb.device, dtype=rgb.dtype) * (224 / size)
+    position = torch.stack(torch.meshgrid(grid, grid, indexing="ij")).flatten(1).t()                    # (N, 2)
+    distance = torch.cdist(position, position) ** 2                                                     # (N, N)
+    smooth = 3 * torch.exp(-distance / (2 * 3.0 ** 2))
+    refined = []
+    for rgb_chunk, p_chunk in zip(rgb.split(chunk), p.split(chunk)):
+        kernel = 10 * torch.exp(-distance / (2 * 80.0 ** 2) - torch.cdist(rgb_chunk, rgb_chunk) ** 2 / (2 * 13.0 ** 2))
+        kernel = (kernel + smooth) * (1 - torch.eye(len(distance), device=rgb.device))                  # (b, N, N)
+        unary = -torch.log(torch.stack([1 - p_chunk, p_chunk], dim=2).clamp(1e-5, 1 - 1e-5))            # (b, N, 2)
+        q = torch.softmax(-unary, dim=2)
+        for _ in range(iterations):
+            q = torch.softmax(-unary - (kernel @ q).flip(2), dim=2)      # Potts: pay for neighbours labelled otherwise
+        refined.append(q[..., 1])
+    refined = torch.cat(refined).view(-1, 1, size, size)
+    return F.interpolate(refined, size=(height, width), mode="bilinear", align_corners=False)
+
+
+def saliency_targets(image, activation, threshold, crf_iterations):
+    """The cues the saliency head learns, (B, 1, S, S) in {0, 1}: A min-max normalised per image (as C2AM's cue
+    extraction), foreground where it reaches the threshold; with crf_iterations > 0 (CCAM), the unary
+    A / (A + threshold) (0.5 at the threshold) refined by dense_crf on the frame's own colours first."""
+    activation = F.interpolate(minmax_normalise(activation), size=image.shape[-2:], mode="bilinear", align_corners=False)
+    if crf_iterations == 0:
+        return (activation >= threshold).float()
+    rgb = (image * image.new_tensor(IMAGENET_STD)[:, None, None] + image.new_tensor(IMAGENET_MEAN)[:, None, None]) * 255
+    refined = dense_crf(rgb, activation / (activation + threshold), crf_iterations, size=min(48, image.shape[-1] // 2))
+    return (refined > 0.5).float()
 
 
 def saliency_step_loss(net, image):
     """One step of phase 1b: the saliency head (a Panoptic-FPN head on the frozen C2AM encoder) learns A's cues."""
     with torch.no_grad():
         visual_maps, activation = class_agnostic_map(net, image)
-    return saliency_loss(net.saliency_head(visual_maps, image.shape[-2:]), activation, net.cfg.cue_threshold)
+        targets = saliency_targets(image, activation, net.cfg.cue_threshold, net.cfg.crf_iterations)
+    return F.binary_cross_entropy_with_logits(net.saliency_head(visual_maps, image.shape[-2:]), targets)
 
 
 def refine_pseudo_mask(activation, saliency):
@@ -488,11 +524,13 @@ def audio_specific(audio_embed, all_audio):
     return F.normalize(audio_embed, dim=1) - F.normalize(all_audio, dim=1).mean(dim=0, keepdim=True)
 
 
-def audio_gated_pseudo_mask(pseudo_mask, audio_embed, visual_maps, all_audio, threshold=0.5):
-    """Addition to the paper (Config.pseudo_gate = "audio"): Eq. 6 masks do not depend on the audio, so on a
-    frame with silent objects they mark those too, and a decoder trained on them cannot learn to listen. Keep
-    only the pseudo-mask pixels where the model's own (detached) M2ICL localization map of the audio_specific
-    embedding, normalised per image, reaches the threshold.
+def audio_gated_pseudo_mask(pseudo_mask, audio_embed, visual_maps, all_audio, threshold=0.5, per_object=False):
+    """Addition to the paper (Config.pseudo_gate "audio" or "objects"): Eq. 6 masks do not depend on the audio,
+    so on a frame with silent objects they mark those too, and a decoder trained on them cannot learn to listen.
+    Keep only the pseudo-mask pixels where the model's own (detached) M2ICL localization map of the
+    audio_specific embedding, normalised per image, reaches the threshold; per_object ("objects"): keep whole
+    connected components of the pseudo mask whose mean map reaches it, and the best one always. The map is
+    coarse (stride 4 to 32): per pixel, it keeps the neighbours of the sounding object that lie near it.
     Which stages: the max of Eq. 3 can settle on background patches at some stages (they tell videos apart
     too), and which stages do that changes from run to run; gating with such a map empties the targets. So
     each stage is weighted by how much higher its plain map is on the pseudo-foreground than off it in that
@@ -513,7 +551,37 @@ def audio_gated_pseudo_mask(pseudo_mask, audio_embed, visual_maps, all_audio, th
     spread = specific.amax(dim=(1, 2, 3)) - specific.amin(dim=(1, 2, 3))                        # (B,)
     pointed = (weight.sum(dim=(1, 2, 3)) > 0) & (spread > 1e-6)
     localization = minmax_normalise(specific)                                                   # (B, 1, S, S)
-    return pseudo_mask * torch.where(pointed[:, None, None, None], (localization >= threshold).float(), 1.0)
+    keep = per_object_mean(localization, pseudo_mask) if per_object else localization
+    return pseudo_mask * torch.where(pointed[:, None, None, None], (keep >= threshold).float(), 1.0)
+
+
+def connected_components(mask):
+    """Labels (B, 1, S, S) of the 8-connected components of a {0, 1} mask: 0 off the mask, else the largest
+    pixel number (1-based, row-major) in the component, spread by repeated 3 x 3 max pooling."""
+    b, _, h, w = mask.shape
+    numbers = torch.arange(1, h * w + 1, device=mask.device, dtype=torch.float32).view(1, 1, h, w)
+    labels = numbers * mask.float()
+    while True:
+        grown = F.max_pool2d(labels, 3, stride=1, padding=1) * mask.float()
+        if torch.equal(grown, labels):
+            return labels.long()
+        labels = grown
+
+
+def per_object_mean(localization, pseudo_mask):
+    """Each pixel of the pseudo mask gets the mean localization of its connected component (an object of
+    the pseudo mask), and the best component of each image gets 1, so that it is always kept; 0 elsewhere.
+    localization, pseudo_mask (B, 1, S, S) -> (B, 1, S, S)."""
+    b = len(pseudo_mask)
+    labels = connected_components(pseudo_mask).flatten(1)                             # (B, S*S)
+    slots = labels.shape[1] + 1
+    flat = (labels + slots * torch.arange(b, device=labels.device)[:, None]).flatten()  # unique per image
+    sums = torch.zeros(b * slots, device=labels.device).index_add_(0, flat, localization.flatten().float())
+    counts = torch.zeros(b * slots, device=labels.device).index_add_(0, flat, torch.ones_like(flat, dtype=torch.float))
+    mean = torch.where(counts > 0, sums / counts.clamp_min(1), -1.0).view(b, slots)   # -1: no such component
+    mean[:, 0] = -1                                                                    # off the mask
+    mean[torch.arange(b), mean.argmax(dim=1)] = 1.0                                    # the best object stays
+    return (mean.gather(1, labels) * (labels > 0)).view_as(pseudo_mask)
 
 
 def avm_loss(mask_logits, visual, audio_embed):
@@ -534,10 +602,11 @@ def wsavs_loss(out, pseudo_mask, video_ids, cfg, avf=True, pmr=True, gather=None
         parts["avf"] = cfg.avf_weight * m2icl_loss(out["audio_embed"], out["visual_maps"], video_ids, cfg.tau,
                                                    gather, cfg.mask_same_video)                # Eq. 5
     if pmr:
-        if avf and cfg.pseudo_gate == "audio":
+        if avf and cfg.pseudo_gate != "none":
             audio = out["audio_embed"].detach()
             pseudo_mask = audio_gated_pseudo_mask(pseudo_mask, audio, [v.detach() for v in out["visual_maps"]],
-                                                  gather(audio)[0] if gather else audio)
+                                                  gather(audio)[0] if gather else audio,
+                                                  per_object=cfg.pseudo_gate == "objects")
         parts["pmr"] = F.binary_cross_entropy_with_logits(out["mask_logits"], pseudo_mask)    # Eq. 7
     else:
         parts["avm"] = avm_loss(out["mask_logits"], out["visual_maps"][-1], out["audio_embed"])

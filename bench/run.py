@@ -295,16 +295,17 @@ def main(argv=None):
         if "figure3" in args.tables and subset == "s4":
             results[subset]["figure3"] = bench.rows(FIGURE3, root, tag, subset, scaled(args.preset))
         if "presets" in args.tables:
-            results[subset]["presets"] = {f"WS-AVS, {p} preset": bench.rows({"": []}, root, tag, subset, scaled(p),
-                                                                            args.seeds)[""] for p in PRESETS}
+            results[subset]["presets"] = {name: runs for p in PRESETS for name, runs in bench.rows(
+                {f"WS-AVS, {p} preset": []}, root, tag, subset, scaled(p), args.seeds).items()}
         if "additions" in args.tables:
-            results[subset]["additions"] = {"small preset": bench.rows({"": []}, root, tag, subset, scaled("small"))[""],
-                                            **bench.rows(addition_rows(), root, tag, subset, scaled("small"))}
+            results[subset]["additions"] = bench.rows({"small preset": [], **addition_rows()}, root, tag, subset,
+                                                      scaled("small"))
         if "hard" in args.tables and subset == "s4":
             hard = synthetic_root(args, subset, HARD)
             results[subset]["hard"] = {**prior_rows(subset, hard, img_size),
-                                       **{f"WS-AVS, {p} preset": bench.rows({"": []}, hard, "hard", subset, scaled(p),
-                                                                           args.seeds)[""] for p in PRESETS}}
+                                       **{name: runs for p in PRESETS for name, runs in bench.rows(
+                                           {f"WS-AVS, {p} preset": []}, hard, "hard", subset, scaled(p),
+                                           args.seeds).items()}}
         for name, rows in results[subset].items():
             md += [f"## {subset.upper()}: {name}\n", table(rows), ""]
         if "table1" in args.tables:

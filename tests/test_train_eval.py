@@ -206,7 +206,7 @@ def test_paper_preset_is_the_table_of_choices():
     assert (paper.audio_norm, paper.projection_dropout, paper.dim, paper.fusion_stages) == (True, 0.9, 512, 4)
     assert (paper.tau, paper.avf_weight, paper.mask_same_video) == (0.03, 1.0, False)
     assert (paper.pmr_epochs, paper.c2am_self_pairs, paper.equivariance, paper.channel_shuffle) == (10, True, 0.0, False)
-    assert (paper.cue_threshold, paper.pseudo_gate, paper.augment) == (0.3, "none", "crop-flip")
+    assert (paper.cue_threshold, paper.crf_iterations, paper.pseudo_gate, paper.augment) == (0.3, 10, "none", "crop-flip")
     assert (paper.img_size, paper.epochs, paper.batch_size, paper.lr) == (224, 20, 64, 1e-4)
 
 

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from wsavs import (EZVSL, WSAVS, AudioVisualFusion, CAMNet, PseudoMaskNet, audio_gated_pseudo_mask, audio_specific,
-                   avm_loss, border_activation, c2am_loss, c2am_step_loss, class_agnostic_map, equivariance_loss, localization_map,
-                   m2icl_loss, preset_config, pseudo_masks, random_affine, refine_pseudo_mask, saliency_loss, sim_max,
+                   avm_loss, border_activation, c2am_loss, c2am_step_loss, class_agnostic_map, connected_components, dense_crf, equivariance_loss, localization_map,
+                   m2icl_loss, per_object_mean, preset_config, pseudo_masks, random_affine, refine_pseudo_mask, saliency_targets, sim_max,
                    sim_min, warp, wsavs_loss)
 
 
@@ -131,12 +131,42 @@ def test_c2am_loss_separated_foreground_background(self_pairs):
     assert c2am_loss(features, 1 - activation, self_pairs).item() == pytest.approx(expected, rel=1e-4)
 
 
-def test_saliency_loss_targets_are_the_thresholded_normalised_map():
-    logits = torch.tensor([-20.0, -20.0, 20.0, 20.0]).reshape(1, 1, 2, 2)
+def test_saliency_targets_without_crf_are_the_thresholded_normalised_map():
+    image = torch.zeros(1, 3, 2, 2)
     for activation in ([0.0, 0.29, 0.31, 1.0], [0.2, 0.3, 0.5, 0.6]):  # the second normalises to the first
         activation = torch.tensor(activation).reshape(1, 1, 2, 2)
-        assert saliency_loss(logits, activation, 0.3).item() == pytest.approx(0.0, abs=1e-6)
-        assert saliency_loss(-logits, activation, 0.3).item() == pytest.approx(20.0, rel=1e-3)
+        targets = saliency_targets(image, activation, 0.3, crf_iterations=0)
+        assert targets.flatten().tolist() == [0.0, 0.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("size", [48, 64])
+def test_dense_crf_snaps_a_halo_to_the_object(size):
+    """A red square on a grey background; the unary says foreground (0.8) on a disc twice the square's width.
+    The fully connected CRF gives the halo back to the background it looks like, and keeps the square."""
+    rgb = torch.full((1, 3, size, size), 120.0) + torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    square = torch.zeros(1, 1, size, size, dtype=torch.bool)
+    square[..., size // 3:2 * size // 3, size // 3:2 * size // 3] = True
+    rgb[:, 0][square[:, 0]], rgb[:, 1][square[:, 0]], rgb[:, 2][square[:, 0]] = 230.0, 30.0, 30.0
+    ys, xs = torch.meshgrid(torch.arange(size) + 0.5 - size / 2, torch.arange(size) + 0.5 - size / 2, indexing="ij")
+    disc = (ys ** 2 + xs ** 2 <= (size / 3) ** 2)[None, None]
+    unary = torch.where(disc, 0.8, 0.2)
+    assert (disc & ~square).sum() > square.sum()                          # the halo is bigger than the object
+    refined = dense_crf(rgb, unary, iterations=10, size=size) > 0.5
+    iou = (refined & square).sum() / (refined | square).sum()
+    assert iou > 0.9
+    torch.testing.assert_close(dense_crf(rgb, unary, iterations=0, size=size), unary)
+
+
+def test_saliency_targets_with_crf_follow_the_frame():
+    """Normalised, the frame's own colours decide the cue's edge: only the square stays foreground."""
+    size = 48
+    image = torch.zeros(1, 3, size, size)                                 # ImageNet-normalised grey-ish frame
+    image[..., 16:32, 16:32] = torch.tensor([2.0, -1.5, -1.5])[:, None, None]
+    activation = torch.zeros(1, 1, size // 8, size // 8)
+    activation[..., 1:5, 1:5] = 1.0                                       # a coarse blob 2/3 of the frame wide
+    plain = saliency_targets(image, activation, 0.3, crf_iterations=0)
+    refined = saliency_targets(image, activation, 0.3, crf_iterations=10)
+    assert plain.sum() > 2 * 16 * 16 and refined[..., 16:32, 16:32].all() and refined.sum() == 16 * 16
 
 
 def test_eq6_pseudo_mask_rule():
@@ -210,7 +240,7 @@ def test_wsavs_loss_is_sum_of_parts():
     model = WSAVS(small_config(img_size=64))
     out = model(torch.randn(3, 3, 64, 64), torch.randn(3, 1, 257, 300))
     pseudo = (torch.rand(3, 1, 64, 64) > 0.5).float()
-    loss, parts = wsavs_loss(out, pseudo, torch.arange(3), small_config(img_size=64))
+    loss, parts = wsavs_loss(out, pseudo, torch.arange(3), small_config(img_size=64, pseudo_gate="audio"))
     assert loss.item() == pytest.approx((parts["avf"] + parts["pmr"]).item(), rel=1e-6)
     audio = out["audio_embed"].detach()
     gated = audio_gated_pseudo_mask(pseudo, audio, [v.detach() for v in out["visual_maps"]], audio)
@@ -319,6 +349,60 @@ def test_audio_gate_keeps_the_object_of_the_sound_not_the_silent_one():
     assert gated.tolist() == [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]]
     swapped = audio_gated_pseudo_mask(pseudo, sounds.flip(0), [visual], sounds).flatten(1)
     assert swapped.tolist() == gated.flip(0).tolist()                 # swap the sounds, swap the masks
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 6, 7), (3, 1, 9, 5)])
+def test_connected_components_match_a_flood_fill(shape):
+    mask = (torch.rand(shape, generator=torch.Generator().manual_seed(shape[2])) > 0.55).float()
+    labels = connected_components(mask)
+    assert ((labels > 0) == (mask > 0)).all()
+    for b in range(shape[0]):                      # flood fill, 8-connected, from every pixel of the mask
+        grid = mask[b, 0].bool().tolist()
+        seen = {}
+        for start in [(y, x) for y in range(shape[2]) for x in range(shape[3]) if grid[y][x]]:
+            if start in seen:
+                continue
+            stack, members = [start], []
+            seen[start] = True
+            while stack:
+                y, x = stack.pop()
+                members.append((y, x))
+                for dy in (-1, 0, 1):
+                    for dx in (-1, 0, 1):
+                        n = (y + dy, x + dx)
+                        if 0 <= n[0] < shape[2] and 0 <= n[1] < shape[3] and grid[n[0]][n[1]] and n not in seen:
+                            seen[n] = True
+                            stack.append(n)
+            values = {labels[b, 0, y, x].item() for y, x in members}
+            assert values == {max(y * shape[3] + x + 1 for y, x in members)}
+
+
+def test_object_gate_keeps_whole_objects():
+    """The audio map is coarse: it reaches the threshold on the sounding object (left) and on the near half of
+    a silent one (right). Per pixel the gate keeps that half; per object it keeps the left object whole, and
+    drops the right one, whose mean is below the threshold."""
+    pseudo = torch.zeros(2, 1, 4, 8)
+    pseudo[:, :, 1:3, 0:3] = 1
+    pseudo[:, :, 1:3, 5:8] = 1
+    localization = torch.zeros(2, 1, 4, 8)
+    localization[:, :, :, 0:6] = 0.9                                # spills onto column 5 of the right object
+    localization[1] = 0.0                                           # second image: nothing reaches the threshold
+    means = per_object_mean(localization, pseudo)
+    assert means[0, 0, 1, 0].item() == 1.0 and means[0, 0, 1, 5].item() == pytest.approx(0.3)
+    assert means[1, 0, 1:3, 0:3].eq(1).all() != means[1, 0, 1:3, 5:8].eq(1).all()  # its best object is kept whole
+    kept = (means >= 0.5) & (pseudo > 0)
+    assert kept[0, 0].sum() == 6 and kept[0, 0, 1:3, 0:3].all()
+    assert ((localization >= 0.5) & (pseudo > 0))[0, 0, 1:3, 5].all()    # the per-pixel gate keeps the spill
+
+
+def test_audio_gate_per_object_through_the_model_maps():
+    """Same frames as the two-object case below, per object: each sound keeps its own object, whole."""
+    objects = torch.tensor([[1.0, 0.5, 0.0], [1.0, 0.0, 0.5], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    visual = objects.t().reshape(1, 3, 2, 2).repeat(2, 1, 1, 1)
+    sounds = torch.tensor([[1.0, 0.3, 0.0], [1.0, 0.0, 0.3]])
+    pseudo = torch.tensor([1.0, 0.0, 0.0, 1.0]).reshape(1, 1, 2, 2).repeat(2, 1, 1, 1)   # one object: A and a bg pixel
+    gated = audio_gated_pseudo_mask(pseudo, sounds, [visual], sounds, per_object=True).flatten(1)
+    assert gated.tolist() == [[1.0, 0.0, 0.0, 1.0], [1.0, 0.0, 0.0, 1.0]]  # a single object is always kept whole
 
 
 def test_avm_loss_known_answers():
