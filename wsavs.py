@@ -64,7 +64,7 @@ PRESETS = {
     "paper": Config(),
     "small": Config(backbone="resnet18", pretrained=False, audio_pretrained=False, audio_stem_stride=4,
                     audio_norm=False, projection_dropout=0.0, dim=128, decoder_dim=64, img_size=96,
-                    tau=0.1,                  # at 0.03 whether M2ICL learned to tell sounds apart hung on the batch order
+                    tau=0.1,                  # at 0.03, whether M2ICL learns to tell sounds apart depends on batch order
                     mask_same_video=True, pmr_epochs=1, c2am_self_pairs=False,
                     equivariance=10.0,        # from random init plain C2AM splits frames by position
                     channel_shuffle=True,     # ... and, with that fixed, by hue
