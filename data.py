@@ -9,8 +9,10 @@ import argparse
 import colorsys
 import csv
 import io
+import os
 import shutil
 import string
+import sys
 import time
 from pathlib import Path
 from typing import NamedTuple, Optional
@@ -20,6 +22,8 @@ import soundfile
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch.utils.data import default_collate
+from tqdm import tqdm
 
 # -----------------------------------------------------------------------------
 # the layout (see reference.md section 1)
@@ -78,6 +82,69 @@ def describe(exc) -> str:
     return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
 
 
+# -----------------------------------------------------------------------------
+# command-line values, checked by argparse (its one-line usage error, exit 2)
+
+def checked(kind, check=None):
+    """An argparse type: text -> kind(text), then check(value), which raises ValueError saying what is wrong."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        try:
+            if check is not None:
+                check(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def at_least(low):
+    def check(value):
+        if value < low:
+            raise ValueError(f"must be >= {low}, got {value}")
+    return check
+
+
+positive_int, non_negative_int = checked(int, at_least(1)), checked(int, at_least(0))
+
+
+def device_name(text):
+    """An argparse type: auto, cpu, cuda or cuda:N, and available here."""
+    if text == "auto":
+        return text
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"{text!r}: only cpu and cuda devices are supported")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: CUDA is not available on this machine")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return text
+
+
+def writable_folder(path, flag="--out") -> Path:
+    """Create the output folder if needed and check that a file can be written in it; DataError otherwise."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise DataError(f"{path}: {flag} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise DataError(f"{path}: {flag} is not a writable folder ({describe(exc)})") from None
+    return path
+
+
 def subset_root(root, subset) -> Path:
     """The subset folder ('Single-source' / 'Multi-sources'): root is the AVSBench folder or that folder itself."""
     root = Path(root)
@@ -113,7 +180,7 @@ def read_meta(subset_dir: Path, subset: str) -> list:
         raise DataError(f"{path}: header is {','.join(header) or '(empty)'}, expected {','.join(S4_COLUMNS)}")
     if subset == "ms3" and (len(header) < 2 or header[1] in SPLITS):
         raise DataError(f"{path}: header is {','.join(header) or '(empty)'}, expected {','.join(MS3_COLUMNS)}")
-    rows = []
+    rows, seen = [], {}                                    # video -> (line, split) of its first row
     for cells in reader:
         cells = [cell.strip() for cell in cells]
         if not any(cells):
@@ -130,6 +197,11 @@ def read_meta(subset_dir: Path, subset: str) -> list:
             row = VideoRow(cells[0], -1, None, cells[1])  # MS3: first two columns by position
         if row.split not in SPLITS:
             raise DataError(f"{where}: split '{row.split}' is not one of {'/'.join(SPLITS)}")
+        if row.video in seen:
+            line, split = seen[row.video]
+            raise DataError(f"{where}: video {row.video} is listed again (line {line}, {split})" if split == row.split
+                            else f"{where}: video {row.video} is in {row.split} and in {split} (line {line})")
+        seen[row.video] = (reader.line_num, row.split)
         rows.append(row)
     return rows
 
@@ -168,15 +240,63 @@ def read_png(path) -> Image.Image:
         raise DataError(f"{path}: corrupt or truncated image ({describe(exc)})") from exc
 
 
-def png_size(path):
-    """(width, height) of an image, from its header only."""
+def image_header(path):
+    """(mode, (width, height)) of an image, from its header only."""
     try:
         with Image.open(path) as image:
-            return image.size
+            return image.mode, image.size
     except FileNotFoundError:
         raise DataError(f"{path}: missing file") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: corrupt image ({describe(exc)})") from exc
+
+
+def png_size(path):
+    """(width, height) of an image, from its header only."""
+    return image_header(path)[1]
+
+
+# What the readers accept. 16-bit gray is scaled to 8 bits (65535 -> 255); alpha must be 0 or 255 everywhere:
+# frames must be opaque, masks count transparent pixels as background. Anything else is a DataError.
+EIGHT_BIT_MODES = ("1", "L", "P", "RGB", "CMYK", "YCbCr")
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+ALPHA_MODES = ("LA", "PA", "RGBA")
+IMAGE_MODES = EIGHT_BIT_MODES + SIXTEEN_BIT_MODES + ALPHA_MODES
+
+
+def check_mode(path, mode):
+    if mode not in IMAGE_MODES:
+        raise DataError(f"{path}: unsupported image mode {mode} (expected 8-bit gray, palette or RGB, 16-bit gray, "
+                        "with or without alpha)")
+
+
+def split_alpha(path, image: Image.Image):
+    """(image without its alpha band, alpha as bool (H, W) opaque, or None); DataError if alpha is not 0/255."""
+    check_mode(path, image.mode)
+    if image.mode not in ALPHA_MODES:
+        return image, None
+    alpha = np.asarray(image.getchannel("A"))
+    if not np.isin(alpha, (0, 255)).all():
+        raise DataError(f"{path}: semi-transparent pixels (alpha values between 0 and 255)")
+    return image.convert(image.mode[:-1]), alpha == 255
+
+
+def gray16_to_8(path, image: Image.Image) -> Image.Image:
+    """A 16-bit gray image as 8-bit gray (65535 -> 255); 8-bit images unchanged."""
+    if image.mode not in SIXTEEN_BIT_MODES:
+        return image
+    values = np.asarray(image).astype(np.int64)
+    if values.min() < 0 or values.max() > 65535:
+        raise DataError(f"{path}: {image.mode} image with values outside 0..65535")
+    return Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8))
+
+
+def read_frame(path) -> Image.Image:
+    """A video frame as an 8-bit RGB image; DataError if it is transparent anywhere."""
+    image, opaque = split_alpha(path, read_png(path))
+    if opaque is not None and not opaque.all():
+        raise DataError(f"{path}: frame has transparent pixels ({(~opaque).mean():.0%} of the frame)")
+    return gray16_to_8(path, image).convert("RGB")
 
 
 # Per-item work is PIL + numpy (single-threaded): small multi-threaded torch ops get very slow in a busy process.
@@ -211,24 +331,41 @@ def augment_image(image: Image.Image, aug: Augmentation, img_size: int, resample
 
 def load_image(path, img_size: int, aug: Optional[Augmentation] = None):
     """RGB frame -> (ImageNet-normalised float32 (3, img_size, img_size), native (width, height))."""
-    image = read_png(path).convert("RGB")
+    image = read_frame(path)
     native_size = image.size
     image = augment_image(image, aug or Augmentation(img_size, 0, 0, False), img_size, Image.BILINEAR)
     pixels = (np.asarray(image, dtype=np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD  # (S, S, 3)
     return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))), native_size  # (3, S, S)
 
 
+def mask_foreground(path, image: Image.Image) -> np.ndarray:
+    """A binary GT mask as bool (H, W). Palette masks are label maps: any non-zero index is foreground. Gray and
+    RGB masks must hold 0 and at most one other value (any non-zero value is foreground, as AVSBench's loader
+    reads them); more values mean lossy compression or anti-aliasing: a DataError naming some of them.
+    Transparent pixels are background."""
+    image, opaque = split_alpha(path, image)
+    width, height = image.size
+    values = np.asarray(image).reshape(height, width, -1)                    # (H, W, bands)
+    foreground = values.any(axis=-1)                                         # (H, W)
+    if opaque is not None:
+        foreground &= opaque
+    if image.mode != "P" and foreground.any():
+        colours = values[foreground]                                         # (n, bands)
+        if not (colours == colours[0]).all():
+            found = np.unique(colours.reshape(len(colours), -1), axis=0)
+            shown = ", ".join(str(tuple(int(v) for v in c)) if len(c) > 1 else str(int(c[0])) for c in found[:4])
+            raise DataError(f"{path}: mask is not binary: {len(found) + 1} values (0, {shown}"
+                            f"{', ...' if len(found) > 4 else ''}); expected 0 and one foreground value")
+    return foreground
+
+
 def load_mask(path, frame_size) -> torch.Tensor:
-    """GT mask PNG (palette, gray, RGB...) -> float32 (1, H, W) at its native size, 1 where non-zero."""
+    """GT mask PNG (palette, gray, RGB...) -> float32 (1, H, W) at its native size (see mask_foreground)."""
     image = read_png(path)
     if image.size != frame_size:
         raise DataError(f"{path}: mask is {image.size[0]}x{image.size[1]} but its frame is "
                         f"{frame_size[0]}x{frame_size[1]}")
-    width, height = image.size
-    colour_bands = len([band for band in image.getbands() if band != "A"])  # alpha, if any, is the last band
-    labels = np.asarray(image).reshape(height, width, -1)[..., :colour_bands]  # (H, W, bands)
-    foreground = labels.any(axis=-1)  # (H, W)
-    return torch.from_numpy(foreground.astype(np.float32))[None]  # (1, H, W)
+    return torch.from_numpy(mask_foreground(path, image).astype(np.float32))[None]  # (1, H, W)
 
 
 def load_pseudo_mask(path, img_size: int, aug: Optional[Augmentation] = None) -> torch.Tensor:
@@ -253,15 +390,16 @@ def write_mask_png(path, prob_or_mask):
 # -----------------------------------------------------------------------------
 # audio
 
-def check_wav_complete(path, raw: bytes):
-    """libsndfile silently reads a truncated WAV; compare the data chunk's declared size with the file."""
-    if raw[:4] != b"RIFF" or raw[8:12] != b"WAVE":
+def check_wav_complete(path, head: bytes, file_size: int):
+    """libsndfile silently reads a truncated WAV; compare the data chunk's declared size with the file's.
+    head: the file's first bytes (the chunk headers before the data chunk)."""
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
         return  # not a RIFF/WAVE file: soundfile decides
     offset = 12
-    while offset + 8 <= len(raw):
-        chunk_id, chunk_size = raw[offset:offset + 4], int.from_bytes(raw[offset + 4:offset + 8], "little")
+    while offset + 8 <= len(head):
+        chunk_id, chunk_size = head[offset:offset + 4], int.from_bytes(head[offset + 4:offset + 8], "little")
         if chunk_id == b"data":
-            available = len(raw) - offset - 8
+            available = file_size - offset - 8
             if chunk_size not in (0, 0xFFFFFFFF) and chunk_size > available:  # 0 / -1: size unknown (streamed)
                 raise DataError(f"{path}: truncated WAV (data chunk declares {chunk_size} bytes, "
                                 f"file holds {available})")
@@ -269,21 +407,42 @@ def check_wav_complete(path, raw: bytes):
         offset += 8 + chunk_size + (chunk_size & 1)  # chunks are word aligned
 
 
-def read_wav(path):
-    """WAV -> (mono float32 (T,) in [-1, 1], sample rate); channels are averaged. DataError if unreadable/empty."""
+def soundfile_reason(exc) -> str:
+    """libsndfile's reason without the file object it names ('Error opening <...>: Format not recognised.')."""
+    return " ".join(str(exc).split(": ")[-1].split()) or type(exc).__name__
+
+
+def wav_header(path):
+    """soundfile's header info of a WAV (rate, channels, frames, subtype), checked for truncation."""
     try:
-        raw = Path(path).read_bytes()
+        with open(path, "rb") as file:
+            head = file.read(65536)
+            size = file.seek(0, io.SEEK_END)
+            file.seek(0)
+            check_wav_complete(path, head, size)
+            info = soundfile.info(file)
     except FileNotFoundError:
         raise DataError(f"{path}: missing file") from None
+    except (RuntimeError, ValueError, EOFError, TypeError) as exc:
+        raise DataError(f"{path}: corrupt WAV ({soundfile_reason(exc)})") from exc
     except OSError as exc:
         raise DataError(f"{path}: unreadable WAV ({describe(exc)})") from exc
-    check_wav_complete(path, raw)
-    try:
-        wave, sample_rate = soundfile.read(io.BytesIO(raw), dtype="float32", always_2d=True)  # (T, C)
-    except (RuntimeError, ValueError, EOFError) as exc:
-        raise DataError(f"{path}: corrupt WAV ({describe(exc)})") from exc
-    if wave.shape[0] == 0:
+    if info.frames == 0:
         raise DataError(f"{path}: WAV holds no samples")
+    return info
+
+
+def read_wav(path):
+    """WAV -> (mono float32 (T,) in [-1, 1], sample rate); channels are averaged. DataError if unreadable,
+    empty, or holding NaN / inf samples (float WAVs can)."""
+    wav_header(path)
+    try:
+        wave, sample_rate = soundfile.read(path, dtype="float32", always_2d=True)  # (T, C)
+    except (RuntimeError, ValueError, EOFError) as exc:
+        raise DataError(f"{path}: corrupt WAV ({soundfile_reason(exc)})") from exc
+    finite = np.isfinite(wave)
+    if not finite.all():
+        raise DataError(f"{path}: WAV holds {(~finite).sum()} NaN or infinite samples")
     return wave.mean(axis=1), sample_rate  # (T,)
 
 
@@ -374,6 +533,22 @@ class AVSBench(torch.utils.data.Dataset):
                 if path is not None and not path.is_file():
                     raise DataError(f"{path}: missing file ({subset} {split} needs it)")
 
+    def check(self, progress=True):
+        """Open every file of the split before any work and validate what can be known without decoding it all:
+        frames' headers (mode, size; alpha frames decoded to see they are opaque), GT masks decoded (binary, the
+        size of their frame), WAV headers (complete, non-empty; the samples of float WAVs, which can hold NaN).
+        Raises DataError naming the first bad file."""
+        for item in tqdm(self.items, desc=f"checking {self.subset} {self.split}", leave=False, disable=not progress,
+                         dynamic_ncols=True):
+            mode, size = image_header(item.image_path)
+            check_mode(item.image_path, mode)
+            if mode in ALPHA_MODES:
+                read_frame(item.image_path)
+            if item.mask_path is not None:
+                load_mask(item.mask_path, size)
+            if item.frame == 1 and wav_header(item.wav_path).subtype in ("FLOAT", "DOUBLE"):
+                read_wav(item.wav_path)
+
     def set_epoch(self, seed: int, epoch: int):
         """Key the training augmentation of the coming epoch."""
         self.aug_key = (seed, epoch)
@@ -433,6 +608,16 @@ class AVSBench(torch.utils.data.Dataset):
         if self.pseudo_mask_dir is not None:
             sample["pseudo_mask"] = load_pseudo_mask(self.pseudo_mask_path(item), self.img_size, aug)  # (1, S, S)
         return sample
+
+
+def collate(samples: list) -> dict:
+    """torch's default_collate, except that GT masks stay a list of (1, H, W) tensors: frames are resized to one
+    size, but their masks keep the frames' own sizes, which may differ within a split."""
+    masks = [sample.pop("mask") for sample in samples] if "mask" in samples[0] else None
+    batch = default_collate(samples)
+    if masks is not None:
+        batch["mask"] = masks
+    return batch
 
 
 # -----------------------------------------------------------------------------
@@ -611,6 +796,8 @@ def synthesize(out, subset, videos, seed, categories=6, size=224, silent_objects
         raise ValueError(f"need at least 3 videos (one per split), got {videos}")
     if not 2 <= categories <= len(S4_CATEGORIES):
         raise ValueError(f"categories must be in 2..{len(S4_CATEGORIES)}, got {categories}")
+    if size < 16:
+        raise ValueError(f"size must be >= 16 px, got {size}")
     most_sounding = 1 if subset == "s4" else 3
     if silent_objects is not None and not 0 <= silent_objects <= categories - most_sounding:
         raise ValueError(f"silent objects must be in 0..{categories - most_sounding} with {categories} categories "
@@ -661,21 +848,26 @@ def main(argv=None):
     synth.add_argument("--out", required=True,
                        help="AVSBench root to write into (creates Single-source/ or Multi-sources/ there)")
     synth.add_argument("--subset", choices=list(SUBSET_DIRS), required=True)
-    synth.add_argument("--videos", type=int, required=True, help="number of videos, split ~60/20/20 (>= 3)")
-    synth.add_argument("--seed", type=int, required=True)
-    synth.add_argument("--categories", type=int, default=6, help="number of object categories K (2..23)")
-    synth.add_argument("--size", type=int, default=224, help="frame size in pixels")
-    synth.add_argument("--silent-objects", type=int, help="exactly N silent objects per frame beside the sounding "
+    synth.add_argument("--videos", type=checked(int, at_least(3)), required=True,
+                       help="number of videos, split ~60/20/20 (>= 3)")
+    synth.add_argument("--seed", type=non_negative_int, required=True)
+    synth.add_argument("--categories", type=checked(int, at_least(2)), default=6,
+                       help="number of object categories K (2..23)")
+    synth.add_argument("--size", type=checked(int, at_least(16)), default=224, help="frame size in pixels (>= 16)")
+    synth.add_argument("--silent-objects", type=non_negative_int, help="exactly N silent objects per frame beside the sounding "
                        "one(s) (default: S4 1-2, MS3 1-3, random)")
     synth.add_argument("--equal-size", action="store_true",
                        help="draw all objects of a video at one size, so that size does not tell which one sounds")
     args = parser.parse_args(argv)
     started = time.time()
     try:
+        writable_folder(args.out)
         subset_dir = synthesize(args.out, args.subset, args.videos, args.seed, args.categories, args.size,
                                 args.silent_objects, args.equal_size)
     except (ValueError, FileExistsError) as exc:
         parser.error(str(exc))
+    except DataError as exc:
+        sys.exit(f"error: {exc}")
     counts = {split: len(AVSBench(args.out, args.subset, split, args.size).videos) for split in SPLITS}
     print(f"wrote {args.videos} synthetic {args.subset} videos (train/val/test {counts['train']}/{counts['val']}/"
           f"{counts['test']}) to {subset_dir} in {time.time() - started:.1f}s")

@@ -7,18 +7,22 @@ Metrics are computed at the ground-truth resolution. The F-score headline groups
 AVSBench does (the WS-AVS release grouped by single frame; that number is reported too, named).
 """
 import argparse
+import itertools
 import json
+import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from data import SAMPLE_RATE, AVSBench, DataError, S4_CATEGORIES, error_line, log_spectrogram, write_mask_png
+from data import (SAMPLE_RATE, S4_CATEGORIES, AVSBench, DataError, collate, device_name, error_line, load_mask,
+                  log_spectrogram, non_negative_int, positive_int, read_frame, read_png, writable_folder,
+                  write_mask_png)
 from wsavs import EZVSL, WSAVS, CAMNet, Config, PretrainedWeightsError, PseudoMaskNet
 
 BETA2 = 0.3
@@ -176,19 +180,29 @@ class AudioControl(torch.utils.data.Dataset):
         return item
 
 
+def score_batch(scores, prob, batch, rows, mode="bilinear"):
+    """Add predictions prob (len(rows), 1, S, S) of the batch's frames `rows` to scores, in order, each resized to
+    its own GT mask's size (frames of one batch may differ in size: runs of one size are resized together)."""
+    size_of = lambda k: tuple(batch["mask"][rows[k]].shape[-2:])
+    for size, run in itertools.groupby(range(len(rows)), key=size_of):
+        ks = list(run)
+        picked = [rows[k] for k in ks]
+        corners = {} if mode == "nearest" else {"align_corners": False}
+        p = F.interpolate(prob[ks].float(), size=size, mode=mode, **corners)
+        gt = torch.stack([batch["mask"][i][0] for i in picked]) > 0.5          # (b, H, W) at GT resolution
+        scores.add(p[:, 0].cpu(), gt, [batch["video"][i] for i in picked],
+                   [int(batch["category"][i]) for i in picked], [batch["key"][i] for i in picked])
+
+
 @torch.no_grad()
 def evaluate(model, loader, device, keep_predictions=False, desc="eval"):
     model.eval()
     scores = Scores(keep_predictions)
     for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
-        has = batch["has_mask"]                                  # S4 train frames 2-5 have no GT: skipped
-        if not has.any():
-            continue
-        prob = model.predict(batch["image"][has].to(device), batch["audio"][has].to(device))  # (b, 1, S, S)
-        gt = batch["mask"][has, 0] > 0.5                         # (b, H, W) at GT resolution
-        prob = F.interpolate(prob.float(), size=gt.shape[-2:], mode="bilinear", align_corners=False)
-        pick = lambda values: [v for v, h in zip(values, has.tolist()) if h]
-        scores.add(prob[:, 0].cpu(), gt, pick(batch["video"]), pick(batch["category"].tolist()), pick(batch["key"]))
+        rows = [i for i, has in enumerate(batch["has_mask"].tolist()) if has]   # S4 train frames 2-5: no GT
+        if rows:
+            prob = model.predict(batch["image"][rows].to(device), batch["audio"][rows].to(device))  # (b, 1, S, S)
+            score_batch(scores, prob, batch, rows)
     return scores
 
 
@@ -216,15 +230,15 @@ def model_from_checkpoint(ckpt, path):
 
 
 def pick_device(name):
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DataError(f"--device {name}: CUDA is not available on this machine")
-    return torch.device(name)
+    """A torch.device for a --device value (already checked by data.device_name)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else torch.device(name)
 
 
 # ---------------------------------------------------------------------------------------------
-# Pictures: frame | GT | prediction, one row per frame of a video
+# Pictures: one row per frame of a video (frame | ground truth | prediction), titled
+
+TITLE_HEIGHT = 14
+
 
 def highlight(frame, mask):
     """The frame with everything outside the mask dimmed, so any object colour stays visible."""
@@ -233,44 +247,76 @@ def highlight(frame, mask):
     return out
 
 
-def save_overlays(dataset, scores, videos, out_dir):
+def titled(panel, text):
+    """panel (H, W, 3) uint8 under a strip of text."""
+    strip = Image.new("RGB", (panel.shape[1], TITLE_HEIGHT))
+    ImageDraw.Draw(strip).text((2, 1), text, fill=(255, 255, 255))
+    return np.concatenate([np.asarray(strip), panel], axis=0)
+
+
+def save_overlays(dataset, scores, videos, out_dir, ranked=False, min_width=160):
+    """One PNG per video: a title (video, category, video mIoU), column titles, then per scored frame a line
+    with its IoU over frame | ground truth | prediction. Small frames are enlarged (nearest) to min_width px.
+    `ranked` prefixes the file names with the rank (worst first)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    for video in videos:
+    frame_iou = dict(zip(scores.keys, torch.cat(scores.iou).tolist()))
+    video_iou = scores.video_iou()
+    for rank, video in enumerate(videos, start=1):
         rows = []
         for index in dataset.indices_of(video):
-            key = dataset.keys[index]
-            gt = np.array(Image.open(dataset.mask_path(index))) > 0 if dataset.has_gt(index) else None
-            pred = scores.predictions[key]
-            frame = np.array(Image.open(dataset.image_path(index)).convert("RGB").resize(pred.shape[::-1]))
-            gt_panel = highlight(frame, gt) if gt is not None else np.zeros_like(frame)  # no GT: black
-            rows.append(np.concatenate([frame, gt_panel, highlight(frame, pred > 127)], axis=1))
-        Image.fromarray(np.concatenate(rows, axis=0)).save(out_dir / f"{video}.png")
+            pred = scores.predictions.get(dataset.keys[index])
+            if pred is None:                                    # no GT, not scored (S4 train frames 2-5)
+                continue
+            frame = np.array(read_frame(dataset.image_path(index)).resize(pred.shape[::-1]))
+            gt = load_mask(dataset.mask_path(index), pred.shape[::-1])[0].numpy() > 0
+            panels = np.concatenate([frame, highlight(frame, gt), highlight(frame, pred > 127)], axis=1)
+            scale = -(-min_width // frame.shape[1])
+            panels = panels.repeat(scale, axis=0).repeat(scale, axis=1)
+            rows.append(titled(panels, f"frame {dataset.items[index].frame}: IoU {frame_iou[dataset.keys[index]]:.3f}"))
+        width = rows[0].shape[1]
+        category = dataset.items[dataset.indices_of(video)[0]].category_name
+        header = titled(np.zeros((0, width, 3), np.uint8), f"{video}{f'  {category}' if category else ''}  "
+                        f"mIoU {video_iou[video]:.3f}")
+        columns = np.concatenate([titled(np.zeros((0, width // 3, 3), np.uint8), title)
+                                  for title in ("frame", "ground truth", "prediction")], axis=1)
+        name = f"{rank:03d}_{video}.png" if ranked else f"{video}.png"
+        Image.fromarray(np.concatenate([header, columns, *rows], axis=0)).save(out_dir / name)
 
 
-def report(scores, dataset, out_dir, n_sample, n_worst):
+def report(scores, dataset, out_dir, n_sample, n_worst, about=None):
+    """metrics.json (with `about`: what was scored, and the per-video IoU), overlays, and the printed summary.
+    The folder's earlier overlays and predictions are removed first, so it holds this evaluation only."""
     result = scores.summary()
+    result["per_video_iou"] = scores.video_iou()
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+    for stale in ("overlays", "preds"):
+        shutil.rmtree(out_dir / stale, ignore_errors=True)
+    (out_dir / "metrics.json").write_text(json.dumps({**(about or {}), **result}, indent=2))
     if scores.predictions is not None and (n_sample or n_worst):
-        video_iou = scores.video_iou()
+        video_iou = result["per_video_iou"]
         save_overlays(dataset, scores, list(video_iou)[:n_sample], out_dir / "overlays" / "sample")
         worst = sorted(video_iou, key=video_iou.get)[:n_worst]
-        save_overlays(dataset, scores, worst, out_dir / "overlays" / "worst")
+        save_overlays(dataset, scores, worst, out_dir / "overlays" / "worst", ranked=True)
     print(format_summary(result))
     print(f"wrote {out_dir / 'metrics.json'}" + (f" and overlays under {out_dir / 'overlays'}" if n_sample or n_worst else ""))
     return result
 
 
 def read_prediction(path, shape):
+    """A saved prediction: an 8-bit gray PNG of probabilities scaled to 0..255 -> float32 (H, W) in [0, 1]."""
     if not path.is_file():
         raise DataError(f"{path}: missing prediction (expected an 8-bit PNG per GT mask, same tree and names)")
-    try:
-        pred = np.array(Image.open(path).convert("L"), dtype=np.float32) / 255.0
-    except Exception as e:
-        raise DataError(f"{path}: unreadable prediction PNG ({type(e).__name__})") from None
-    if pred.shape != tuple(shape):
-        raise DataError(f"{path}: prediction is {pred.shape[1]}x{pred.shape[0]}, GT mask is {shape[1]}x{shape[0]}")
-    return torch.from_numpy(pred)
+    image = read_png(path)
+    if image.mode != "L":
+        raise DataError(f"{path}: prediction has image mode {image.mode}; expected 8-bit gray (L), probabilities "
+                        "scaled to 0..255")
+    values = np.asarray(image)
+    if values.max() == 1:
+        raise DataError(f"{path}: prediction holds only 0 and 1; expected probabilities scaled to 0..255 "
+                        "(a binary mask as 0 and 255)")
+    if values.shape != tuple(shape):
+        raise DataError(f"{path}: prediction is {values.shape[1]}x{values.shape[0]}, GT mask is {shape[1]}x{shape[0]}")
+    return torch.from_numpy(values.astype(np.float32) / 255.0)
 
 
 def evaluate_pred_dir(pred_dir, dataset, keep_predictions):
@@ -288,51 +334,65 @@ def evaluate_pred_dir(pred_dir, dataset, keep_predictions):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", nargs="?", help="a checkpoint written by train.py (last.pt / best.pt)")
-    p.add_argument("--pred-dir", help="evaluate saved predictions instead of a checkpoint: 8-bit PNG probability "
-                   "maps (0-255) in the same tree and names as gt_masks")
+    p.add_argument("--pred-dir", help="evaluate saved predictions instead of a checkpoint: 8-bit gray PNG "
+                   "probability maps (0-255) in the same tree and names as gt_masks")
     p.add_argument("--root", help="AVSBench folder or a subset folder (default: the checkpoint's)")
     p.add_argument("--subset", choices=["s4", "ms3"], help="default: the checkpoint's")
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="split to evaluate (default test)")
-    p.add_argument("--out", help="output folder for metrics.json and overlays "
-                   "(default: eval-<split> beside the checkpoint or the prediction folder)")
+    p.add_argument("--out", help="output folder for metrics.json and overlays (default: eval-<checkpoint name>-"
+                   "<split>[-<audio>-audio] beside the checkpoint, or <pred-dir>-eval-<split>); its earlier "
+                   "overlays and predictions are removed")
     p.add_argument("--audio", default="true", choices=["true", "swap", "silent"],
                    help="listening controls: each frame's own audio (default), the audio of a video of another "
                         "category (swap), or all-zero audio (silent)")
-    p.add_argument("--batch-size", type=int, default=32, help="frames per forward pass")
-    p.add_argument("--workers", type=int, default=4, help="data-loading processes")
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
-    p.add_argument("--overlays", type=int, default=8, help="number of videos drawn as frame|GT|prediction PNGs")
-    p.add_argument("--worst", type=int, default=8, help="number of lowest-mIoU videos drawn as failure cases")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="frames per forward pass")
+    p.add_argument("--workers", type=non_negative_int, default=4, help="data-loading processes")
+    p.add_argument("--device", type=device_name, default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
+    p.add_argument("--overlays", type=non_negative_int, default=8,
+                   help="number of videos drawn as frame|GT|prediction PNGs")
+    p.add_argument("--worst", type=non_negative_int, default=8,
+                   help="number of lowest-mIoU videos drawn as failure cases, ranked")
     p.add_argument("--save-preds", action="store_true",
                    help="also write predicted probability PNGs under OUT/preds (readable by --pred-dir)")
     args = p.parse_args(argv)
     if (args.checkpoint is None) == (args.pred_dir is None):
         p.error("give either a checkpoint or --pred-dir")
-    keep = bool(args.overlays or args.worst or args.save_preds)
-
     if args.pred_dir and args.audio != "true":
         p.error("--audio needs a checkpoint: saved predictions cannot be re-run with other audio")
+    if args.pred_dir and not (args.root and args.subset):
+        p.error("--pred-dir needs --root and --subset")
+    keep = bool(args.overlays or args.worst or args.save_preds)
+
     if args.pred_dir:
-        if not (args.root and args.subset):
-            p.error("--pred-dir needs --root and --subset")
+        if not Path(args.pred_dir).is_dir():
+            raise DataError(f"{args.pred_dir}: --pred-dir is not a folder")
+        out_dir = writable_folder(args.out or f"{Path(args.pred_dir).resolve()}-eval-{args.split}")
         dataset = AVSBench(args.root, args.subset, args.split)
+        dataset.check()
         scores = evaluate_pred_dir(args.pred_dir, dataset, keep)
-        out_dir = Path(args.out or f"{Path(args.pred_dir).resolve()}-eval-{args.split}")
+        about = {"pred_dir": str(Path(args.pred_dir).resolve())}
     else:
         ckpt = load_checkpoint(args.checkpoint)
         model = model_from_checkpoint(ckpt, args.checkpoint)
+        path, suffix = Path(args.checkpoint).resolve(), "" if args.audio == "true" else f"-{args.audio}-audio"
+        out_dir = writable_folder(args.out or path.parent / f"eval-{path.stem}-{args.split}{suffix}")
         device = pick_device(args.device)
         dataset = AVSBench(args.root or ckpt["args"]["root"], args.subset or ckpt["args"]["subset"], args.split,
                            img_size=model.cfg.img_size)
+        dataset.check()
         inputs = dataset if args.audio == "true" else AudioControl(dataset, args.audio)
-        loader = DataLoader(inputs, batch_size=args.batch_size, num_workers=args.workers)
+        loader = DataLoader(inputs, batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate)
         scores = evaluate(model.to(device), loader, device, keep)
-        suffix = "" if args.audio == "true" else f"-{args.audio}-audio"
-        out_dir = Path(args.out or Path(args.checkpoint).resolve().parent / f"eval-{args.split}{suffix}")
+        about = {"checkpoint": str(path), "method": ckpt.get("method", "wsavs"), "epoch": ckpt.get("epoch"),
+                 "preset": ckpt.get("preset"), "differs": ckpt.get("differs")}
+    about.update(root=str(dataset.root), subset=dataset.subset, split=args.split, audio=args.audio)
+    if args.save_preds:                                         # report() clears the folder's old preds first
+        preds = scores.predictions
+    result = report(scores, dataset, out_dir, args.overlays, args.worst, about)
     if args.save_preds:
-        for key, pred in scores.predictions.items():
+        for key, pred in preds.items():
             write_mask_png(out_dir / "preds" / f"{key}.png", pred / 255.0)
-    return report(scores, dataset, out_dir, args.overlays, args.worst)
+    return result
 
 
 if __name__ == "__main__":

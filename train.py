@@ -41,6 +41,7 @@ import random
 import sys
 import time
 from dataclasses import asdict, fields
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -52,13 +53,13 @@ from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 from tqdm import tqdm
 
 import eval as evaluation
-from data import (SUBSET_DIRS, SYNTH_MARKER, AVSBench, DataError, error_line, synthesize, synthetic_stamp,
-                  write_mask_png)
-from wsavs import (PMR_FIELDS, PRESETS, Config, PretrainedWeightsError, PseudoMaskNet, border_activation,
-                   c2am_step_loss, decide_polarity, differences, m2icl_loss, preset_config, pseudo_masks,
+from data import (SPLITS, SUBSET_DIRS, SYNTH_MARKER, AVSBench, DataError, checked, collate, device_name,
+                  error_line, non_negative_int, synthesize, synthetic_stamp, writable_folder, write_mask_png)
+from wsavs import (PMR_FIELDS, PRESETS, RANGES, Config, PretrainedWeightsError, PseudoMaskNet, border_activation,
+                   c2am_step_loss, check_range, decide_polarity, differences, m2icl_loss, preset_config, pseudo_masks,
                    saliency_step_loss, wsavs_loss)
 
-DEMO = dict(root="data/demo-avsbench", out="runs/demo", workers=0, preset="small")
+DEMO = dict(root="data/demo-avsbench", out="runs/demo", workers=0, preset="small", overwrite=True)
 # The demo trains the WS-AVS row of bench/run.py on S4: many videos seen once (with 60 training videos seen
 # five times the decoder learns each video's sounding object from the frame and ignores the audio).
 DEMO_VIDEOS, DEMO_SIZE = 500, 96
@@ -112,6 +113,8 @@ def add_config_flags(p):
             group.add_argument(flag, action=argparse.BooleanOptionalAction, help=f"{text} [{values}]")
         else:
             kind = {"int": int, "float": float, "str": str}.get(field.type, field.type)
+            if field.name in RANGES and choices is None:
+                kind = checked(kind, partial(check_range, field.name))
             group.add_argument(flag, type=kind, choices=choices, help=f"{text} [{values}]")
 
 
@@ -132,15 +135,19 @@ def parse_args(argv=None):
     p.add_argument("--no-pmr", dest="pmr", action="store_false",
                    help="wsavs without pseudo masks; the decoder is trained by avs-ws's matching loss (Table 2)")
     add_config_flags(p)
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
-    p.add_argument("--workers", type=int, default=4, help="data-loading processes")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--device", type=device_name, default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
+    p.add_argument("--workers", type=non_negative_int, default=4, help="data-loading processes")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed")
     p.add_argument("--init", metavar="CKPT",
                    help="start phase 2 from this checkpoint's weights, e.g. an S4 run's best.pt for MS3 (AVSBench's "
                         "'pretrained on S4'); it must have this method and architecture. --resume takes precedence")
     p.add_argument("--resume", action="store_true",
                    help="continue from <out>/last.pt where it stopped, mid-epoch included (a fresh start if absent)")
-    p.add_argument("--save-every", type=int, default=0,
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an --out (or --pseudo-masks) folder that holds another run, replacing it")
+    p.add_argument("--check-data", action="store_true",
+                   help="only check every file of the three splits (opened, headers and masks validated), then exit")
+    p.add_argument("--save-every", type=non_negative_int, default=0,
                    help="also write <out>/last.pt every N training steps (default 0: at epoch ends only)")
     p.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"],
                    help="mixed precision: bf16 (CUDA or CPU) or fp16 (CUDA, with loss scaling); default off")
@@ -185,7 +192,7 @@ def seed_everything(seed):
 
 def loader(dataset, batch_size, workers):
     """In order, for evaluation and writing pseudo masks."""
-    return DataLoader(dataset, batch_size=batch_size, num_workers=workers)
+    return DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate)
 
 
 def train_loader(dataset, batch_size, workers, seed, epoch, rank=0, world=1, skip=0):
@@ -198,7 +205,7 @@ def train_loader(dataset, batch_size, workers, seed, epoch, rank=0, world=1, ski
     sampler.set_epoch(epoch)
     batches = list(BatchSampler(sampler, batch_size, drop_last=len(dataset) // world >= batch_size))[skip:]
     dataset.set_epoch(seed, epoch)
-    return DataLoader(dataset, batch_sampler=batches, num_workers=workers,
+    return DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate,
                       generator=torch.Generator().manual_seed(seed * 100003 + epoch))
 
 
@@ -319,12 +326,9 @@ def train_pmr(args, cfg, device, out):
         pseudo = pseudo_masks(net, batch["image"].to(device)).cpu()        # (B, 1, S, S)
         for key, mask in zip(batch["key"], pseudo):
             write_mask_png(pseudo_dir / f"{key}.png", mask[0].numpy())
-        has = batch["has_mask"]
-        if has.any():
-            gt = batch["mask"][has, 0] > 0.5
-            up = torch.nn.functional.interpolate(pseudo[has], size=gt.shape[-2:], mode="nearest")[:, 0]
-            scores.add(up, gt, [v for v, h in zip(batch["video"], has) if h],
-                       batch["category"][has].tolist(), [k for k, h in zip(batch["key"], has) if h])
+        rows = [i for i, has in enumerate(batch["has_mask"].tolist()) if has]
+        if rows:
+            evaluation.score_batch(scores, pseudo[rows], batch, rows, mode="nearest")
     result = scores.summary()
     print(f"PMR: wrote {len(plain_set)} pseudo masks to {pseudo_dir}; against the training GT (diagnostic): "
           f"mIoU {100 * result['miou']:.2f}  F {100 * result['fscore']:.2f}")
@@ -370,21 +374,10 @@ def train_network(args, cfg, device, out, pseudo_dir, rank=0, world=1):
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
     start_epoch, start_step, best_miou, totals = 0, 0, -1.0, {}
-    if args.init:
-        ckpt = evaluation.load_checkpoint(args.init, map_location=device)
-        try:
-            if ckpt.get("method") != args.method:
-                raise RuntimeError("another method")
-            model.load_state_dict(ckpt["model"])
-        except RuntimeError:
-            raise evaluation.CheckpointError(f"{args.init}: --init needs a checkpoint of this method and "
-                                             "architecture") from None
+    if args.init:                                                # checked by check_outputs before any work
+        model.load_state_dict(evaluation.load_checkpoint(args.init, map_location=device)["model"])
     if args.resume and (out / "last.pt").is_file():
         ckpt = evaluation.load_checkpoint(out / "last.pt", map_location=device)
-        same = {**ckpt["config"], "epochs": cfg.epochs} == asdict(cfg)     # --epochs may grow on resume
-        if not same or ckpt.get("method") != args.method or "optimizer" not in ckpt:
-            raise evaluation.CheckpointError(f"{out / 'last.pt'}: saved with another method or configuration "
-                                             "than these flags")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
@@ -485,6 +478,71 @@ def run_record(args):
             "args": {k: v for k, v in vars(args).items() if k not in recipe}}
 
 
+# ---------------------------------------------------------------------------------------------
+# Checks before any work: outputs, resume / init, data
+
+ARCHITECTURE_FIELDS = ("backbone", "audio_stem_stride", "audio_norm", "dim", "decoder_dim", "fusion_stages")
+RESUME_ARGS = ("method", "subset", "root", "seed", "avf", "pmr", "amp")     # besides the Config, but epochs
+
+
+def listed(changes):
+    return ", ".join(f"{name} {then} -> {now}" for name, (then, now) in changes.items())
+
+
+def check_outputs(args, out):
+    """Refuse, before any work, what would overwrite another run or continue a different one: a fresh run in a
+    folder holding a run (without --overwrite), a --resume whose settings differ from last.pt's, an --init
+    checkpoint of another method or architecture, a --pseudo-masks folder of another phase-1 recipe."""
+    last = out / "last.pt"
+    if args.resume and last.is_file():
+        ckpt = evaluation.load_checkpoint(last)
+        now = {**asdict(args.cfg), **{k: getattr(args, k) for k in RESUME_ARGS}}
+        then = {**ckpt["config"], **ckpt["args"], "method": ckpt.get("method")}
+        changed = {k: (then.get(k), v) for k, v in now.items() if k != "epochs" and then.get(k) != v}
+        if changed or "optimizer" not in ckpt:
+            raise evaluation.CheckpointError(
+                f"{last}: --resume with other settings than the run's ({listed(changed) or 'no optimizer state'}); "
+                "only --epochs may change: use the run's flags, or another --out")
+    elif args.overwrite:
+        for name in ("last.pt", "best.pt", "log.jsonl"):
+            (out / name).unlink(missing_ok=True)
+    elif last.is_file() or (out / "best.pt").is_file():
+        raise evaluation.CheckpointError(f"{out}: holds a run already (last.pt); --resume continues it, --overwrite "
+                                         "replaces it, or choose another --out")
+    if args.init and not (args.resume and last.is_file()):
+        ckpt = evaluation.load_checkpoint(args.init)
+        changed = {k: (ckpt["config"].get(k), getattr(args.cfg, k)) for k in ARCHITECTURE_FIELDS
+                   if ckpt["config"].get(k) != getattr(args.cfg, k)}
+        if ckpt.get("method") != args.method:
+            changed = {"method": (ckpt.get("method"), args.method), **changed}
+        if changed:
+            raise evaluation.CheckpointError(f"{args.init}: --init needs a checkpoint of this method and "
+                                             f"architecture ({listed(changed)})")
+    pseudo_dir = Path(args.pseudo_masks) if args.pseudo_masks else out / "pseudo_masks"
+    done = pseudo_dir / "done.json"
+    if not args.overwrite and done.is_file() and args.method in ("wsavs", "c2am") and args.pmr:
+        then, now = json.loads(done.read_text()), pmr_recipe(args, args.cfg)
+        changed = {k: (then.get(k), v) for k, v in now.items() if k != "config" and then.get(k) != v}
+        changed.update({k: (then.get("config", {}).get(k), v) for k, v in now["config"].items()
+                        if then.get("config", {}).get(k) != v})
+        if changed:
+            raise DataError(f"{pseudo_dir}: holds the pseudo masks of another phase-1 recipe ({listed(changed)}); "
+                            "--overwrite replaces them, or choose another --pseudo-masks")
+
+
+def check_data(args, rank):
+    """Every file of the three splits opened and validated (data.AVSBench.check)."""
+    started = time.time()
+    videos = {}
+    for split in SPLITS:
+        dataset = AVSBench(args.root, args.subset, split)
+        dataset.check(progress=rank == 0)
+        videos[split] = len(dataset.videos)
+    if rank == 0:
+        print(f"data: {args.subset} train/val/test {videos['train']}/{videos['val']}/{videos['test']} videos in "
+              f"{dataset.root}, every file checked in {time.time() - started:.1f}s")
+
+
 def main(argv=None):
     args = parse_args(argv)
     started = time.time()
@@ -499,16 +557,22 @@ def main(argv=None):
             synthesize(args.root, "s4", videos=DEMO_VIDEOS, seed=0, size=DEMO_SIZE)
         if world > 1:
             dist.barrier()
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
+        args.root = str(Path(args.root).resolve())                # checkpoints work from any folder
+        if args.check_data:
+            check_data(args, rank)
+            return
+        out = writable_folder(args.out)
+        if args.pseudo_masks:
+            writable_folder(args.pseudo_masks, "--pseudo-masks")
+        if rank == 0:
+            check_outputs(args, out)
+        check_data(args, rank)                                     # bad data fails now, not after hours
         cfg = args.cfg
         if rank == 0:
             with open(out / "log.jsonl", "a") as f:
                 f.write(json.dumps({"start": time.strftime("%Y-%m-%d %H:%M:%S"), "method": args.method,
                                     **run_record(args)}) + "\n")
         seed_everything(args.seed)
-        for split in ("train", "val", "test"):                     # bad data fails now, not after hours
-            AVSBench(args.root, args.subset, split)
 
         needs_pmr = args.method == "c2am" or (args.method == "wsavs" and args.pmr)
         pseudo_dir = None
@@ -531,7 +595,10 @@ def main(argv=None):
             scores = evaluation.evaluate(model, loader(test_set, cfg.batch_size, args.workers), device,
                                          keep_predictions=True, desc="test")
             print(f"test (best.pt, epoch {best['epoch']}):")
-            evaluation.report(scores, test_set, out / "eval-test", n_sample=8, n_worst=8)
+            about = {"checkpoint": str((out / "best.pt").resolve()), "method": args.method, "epoch": best["epoch"],
+                     "preset": args.preset, "differs": differences(cfg, args.preset), "root": args.root,
+                     "subset": args.subset, "split": "test", "audio": "true"}
+            evaluation.report(scores, test_set, out / "eval-best-test", n_sample=8, n_worst=8, about=about)
             print(f"done in {(time.time() - started) / 60:.1f} min")
     finally:
         if world > 1:

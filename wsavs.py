@@ -81,6 +81,23 @@ PMR_FIELDS = ("backbone", "pretrained", "dim", "decoder_dim", "img_size", "pmr_e
               "equivariance", "channel_shuffle", "cue_threshold", "crf_iterations", "augment", "batch_size", "lr")
 
 
+# Bounds of the numeric fields: (lowest, highest or None, whether the lowest itself is excluded). Batches need
+# two frames: M2ICL and C2AM contrast each frame with the others.
+RANGES = {"audio_stem_stride": (1, None, False), "projection_dropout": (0.0, 0.99, False), "dim": (1, None, False),
+          "decoder_dim": (1, None, False), "img_size": (32, None, False), "fusion_stages": (1, 4, False),
+          "tau": (0.0, None, True), "avf_weight": (0.0, None, False), "pmr_epochs": (1, None, False),
+          "equivariance": (0.0, None, False), "cue_threshold": (0.0, 1.0, True), "crf_iterations": (0, None, False),
+          "epochs": (1, None, False), "batch_size": (2, None, False), "lr": (0.0, None, False)}
+
+
+def check_range(name, value):
+    """ValueError unless a numeric Config field's value is within RANGES."""
+    low, high, low_excluded = RANGES[name]
+    if value != value or value < low or (low_excluded and value == low) or (high is not None and value > high):
+        bound = f"> {low}" if low_excluded else f">= {low}"
+        raise ValueError(f"must be {bound}{'' if high is None else f' and <= {high}'}, got {value}")
+
+
 def preset_config(preset, **overrides):
     """The preset's Config with some fields replaced; unknown names or bad values raise ValueError."""
     if preset not in PRESETS:
@@ -89,8 +106,11 @@ def preset_config(preset, **overrides):
     if unknown:
         raise ValueError(f"unknown Config fields: {', '.join(sorted(unknown))}")
     cfg = replace(PRESETS[preset], **overrides)
-    if not 1 <= cfg.fusion_stages <= 4:
-        raise ValueError(f"fusion_stages must be in 1..4, got {cfg.fusion_stages}")
+    for name in RANGES:
+        try:
+            check_range(name, getattr(cfg, name))
+        except ValueError as exc:
+            raise ValueError(f"{name} {exc}") from None
     if cfg.pseudo_gate not in ("none", "audio", "objects") or cfg.augment not in ("flip", "crop-flip"):
         raise ValueError(f"pseudo_gate must be none|audio|objects and augment flip|crop-flip, got {cfg.pseudo_gate!r}, "
                          f"{cfg.augment!r}")

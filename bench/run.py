@@ -14,6 +14,8 @@ phase-1 recipe share their pseudo masks.
 Tables (--tables): table1, table2 (the paper's, with --preset), figure3 (S4: fusion stages 1-4, batch 8-64),
 presets (paper and small, --seeds), additions (small with each addition set to the paper's value, first seed),
 hard (paper and small on a synthetic S4 set with two silent objects of equal size per frame, --seeds).
+Everything goes under runs/bench; --publish writes the tables and figures into the committed bench/results/
+and assets/ instead.
 """
 import argparse
 import contextlib
@@ -31,14 +33,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
+from PIL import Image
 from torch.utils.data import DataLoader
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 import eval as evaluation                                        # noqa: E402
 import train                                                     # noqa: E402
-from data import SUBSET_DIRS, SYNTH_MARKER, AVSBench, synthesize, synthetic_stamp  # noqa: E402
+from data import (SUBSET_DIRS, SYNTH_MARKER, AVSBench, collate, load_mask, read_frame, synthesize,  # noqa: E402
+                  synthetic_stamp)
 from wsavs import PRESETS, SCALE_FIELDS, Config, PseudoMaskNet, class_agnostic_map, differences  # noqa: E402
 
 TABLE1 = {"AVS (ws)": ["--method", "avs-ws"], "CAM": ["--method", "cam"], "EZ-VSL": ["--method", "ezvsl"],
@@ -111,7 +114,7 @@ class Bench:
             phase1 = REPO / self.args.runs / tag / subset / f"pmr-{recipe_hash.hexdigest()[:10]}"
             command += ["--pseudo-masks", str(phase1)]
         out.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "train.py", *command, "--out", str(out)]
+        command = [sys.executable, "train.py", *command, "--out", str(out), "--overwrite"]  # an unfinished run
         started = time.time()
         with open(out / "train.log", "w") as f:
             subprocess.run(command, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, check=True)
@@ -167,7 +170,7 @@ def prior_rows(subset, root, img_size):
     test_set = AVSBench(root, subset, "test", img_size=img_size)
     rows = {}
     for kind in PRIORS:
-        result = evaluation.evaluate(Prior(kind), DataLoader(test_set, batch_size=32), "cpu", desc=kind).summary()
+        result = evaluation.evaluate(Prior(kind), DataLoader(test_set, batch_size=32, collate_fn=collate), "cpu", desc=kind).summary()
         metrics = {k: result[k] for k in ("miou", "fscore", "fg_area", "non_empty")}
         rows[kind] = [{"row": kind, "true": metrics, "swap": metrics, "silent": metrics, "train_minutes": 0.0}]
     return rows
@@ -197,26 +200,18 @@ def table(rows):
     return "\n".join(lines)
 
 
-def label(panel, text):
-    draw = ImageDraw.Draw(panel)
-    draw.rectangle([0, 0, panel.width, 11], fill=(0, 0, 0))
-    draw.text((2, 0), text, fill=(255, 255, 255))
-    return panel
-
-
 def grid(rows, headers, path):
     """rows: lists of uint8 (S, S, 3) panels; one header per column."""
-    size = rows[0][0].shape[0]
-    header = np.concatenate([np.asarray(label(Image.new("RGB", (size, 12)), h)) for h in headers], axis=1)
+    size = rows[0][0].shape[1]
+    header = np.concatenate([evaluation.titled(np.zeros((0, size, 3), np.uint8), h) for h in headers], axis=1)
     body = np.concatenate([np.concatenate(r, axis=1) for r in rows], axis=0)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.concatenate([header, body], axis=0)).save(path)
 
 
 def frame_and_gt(dataset, index):
-    frame = np.array(Image.open(dataset.image_path(index)).convert("RGB"))
-    gt = np.array(Image.open(dataset.mask_path(index))) > 0
-    return frame, gt
+    frame = read_frame(dataset.image_path(index))
+    return np.array(frame), load_mask(dataset.mask_path(index), frame.size)[0].numpy() > 0
 
 
 def figure2(subset, root, folders, path, frames=6):
@@ -269,9 +264,13 @@ def main(argv=None):
     p.add_argument("--device", default=None, help="train.py/eval.py --device (default: cpu on synthetic, else auto)")
     p.add_argument("--workers", type=int, default=None, help="data-loading processes (default: 0 synthetic, else 8)")
     p.add_argument("--extra", default="", help="more train.py flags for every row, e.g. \"--epochs 2\"")
-    p.add_argument("--results", default="bench/results", help="where results.md and results.json go")
-    p.add_argument("--assets", default="assets", help="where the figures go")
+    p.add_argument("--results", default="runs/bench/results", help="where results.md and results.json go")
+    p.add_argument("--assets", default="runs/bench/assets", help="where the figures go")
+    p.add_argument("--publish", action="store_true",
+                   help="write the tables and figures into the committed bench/results/ and assets/ instead")
     args = p.parse_args(argv)
+    if args.publish:
+        args.results, args.assets = "bench/results", "assets"
     real = args.root is not None
     args.preset = args.preset or ("paper" if real else "small")
     args.tables = args.tables or (["table1", "table2", "figure3"] if real else list(ALL_TABLES))

@@ -148,8 +148,12 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(root, tmp_path
 def test_resume_with_other_flags_is_refused(root, tmp_path):
     subprocess.run([sys.executable, *train_args(root, tmp_path, "--method", "ezvsl")], cwd=REPO, check=True,
                    capture_output=True)
-    line = error_of(run_script(*train_args(root, tmp_path, "--method", "ezvsl", "--dim", "48", "--resume")))
-    assert str(tmp_path / "last.pt") in line and "another method or configuration" in line
+    result = run_script(*train_args(root, tmp_path, "--method", "ezvsl", "--dim", "48", "--lr", "0.01", "--seed", "3",
+                                    "--resume"))
+    assert error_of(result) == (f"error: {tmp_path / 'last.pt'}: --resume with other settings than the run's (dim 32 "
+                                "-> 48, lr 0.001 -> 0.01, seed 0 -> 3); only --epochs may change: use the run's "
+                                "flags, or another --out")
+    assert "PMR" not in result.stdout and "checking" not in result.stderr              # refused before any work
 
 
 def test_silent_audio_gives_finite_everything():

@@ -48,9 +48,9 @@ def test_training_writes_everything(s4_run):
     assert {"loss", "avf", "pmr", "val_miou", "val_fscore"} <= set(log[0])
     ckpt = evaluation.load_checkpoint(out / "last.pt")
     assert ckpt["epoch"] == 1 and ckpt["config"]["dim"] == 32 and "optimizer" in ckpt
-    metrics = json.loads((out / "eval-test" / "metrics.json").read_text())
+    metrics = json.loads((out / "eval-best-test" / "metrics.json").read_text())
     assert 0.0 <= metrics["miou"] <= 1.0 and metrics["frames"] == 5
-    assert len(list((out / "eval-test" / "overlays" / "sample").glob("*.png"))) == 1
+    assert len(list((out / "eval-best-test" / "overlays" / "sample").glob("*.png"))) == 1
 
 
 def test_run_records_its_preset_and_what_differs(s4_run):
@@ -87,9 +87,31 @@ def test_eval_checkpoint_and_saved_predictions_agree(s4_run, tmp_path):
     assert len(list((tmp_path / "ev" / "overlays" / "worst").glob("*.png"))) == 1
 
 
+def test_outputs_never_overwrite_other_results(s4_run, root, tmp_path):
+    """A fresh run in a run's folder is refused; eval.py writes to a folder named after the checkpoint, says in
+    metrics.json what it scored, and replaces only its own overlays; checkpoints hold absolute roots."""
+    line = error_of(run_script("train.py", "--root", str(root), "--out", str(s4_run), *TINY))
+    assert line == f"error: {s4_run}: holds a run already (last.pt); --resume continues it, --overwrite replaces it, " \
+                   "or choose another --out"
+    best = json.loads((s4_run / "eval-best-test" / "metrics.json").read_text())
+    stale = s4_run / "eval-last-test" / "overlays" / "sample" / "old.png"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"")
+    result = run_script("eval.py", str(s4_run / "last.pt"), "--workers", "0", "--worst", "3", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    last = json.loads((s4_run / "eval-last-test" / "metrics.json").read_text())
+    ckpt = evaluation.load_checkpoint(s4_run / "last.pt")
+    assert last["checkpoint"] == str(s4_run / "last.pt") and last["epoch"] == ckpt["epoch"]
+    assert (last["split"], last["audio"], last["root"]) == ("test", "true", str(Path(ckpt["args"]["root"]) / "Single-source"))
+    assert Path(ckpt["args"]["root"]).is_absolute() and best["checkpoint"] == str(s4_run / "best.pt")
+    assert json.loads((s4_run / "eval-best-test" / "metrics.json").read_text()) == best
+    assert not stale.exists() and len(last["per_video_iou"]) == 1
+    assert [p.name[:4] for p in (s4_run / "eval-last-test" / "overlays" / "worst").iterdir()] == ["001_"]
+
+
 def test_ms3_trains_and_evaluates(root, tmp_path):
     train.main(["--root", str(root / "Multi-sources"), "--subset", "ms3", "--out", str(tmp_path), *TINY])
-    metrics = json.loads((tmp_path / "eval-test" / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "eval-best-test" / "metrics.json").read_text())
     assert metrics["frames"] == 5 and metrics["per_category"] == {}
 
 
@@ -104,11 +126,13 @@ def test_init_starts_from_another_runs_weights(s4_run, root, tmp_path):
     assert all(torch.equal(started[name], source[name]) for name in names)
     line = error_of(run_script("train.py", "--root", str(root), "--out", str(tmp_path / "other"), *TINY,
                                "--dim", "16", "--init", str(s4_run / "last.pt")))
-    assert line == f"error: {s4_run / 'last.pt'}: --init needs a checkpoint of this method and architecture"
+    assert line == (f"error: {s4_run / 'last.pt'}: --init needs a checkpoint of this method and architecture "
+                    "(dim 32 -> 16)")
 
 
-def run_script(*args):
-    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+def run_script(*args, cwd=REPO):
+    return subprocess.run([sys.executable, str(REPO / args[0]), *args[1:]], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
 
 
 def error_of(result):
@@ -149,7 +173,7 @@ def test_baselines_train_and_evaluate(root, tmp_path, method):
     train.main(["--root", str(root), "--subset", "s4", "--out", str(tmp_path), "--method", method, *TINY])
     ckpt = evaluation.load_checkpoint(tmp_path / "best.pt")
     assert ckpt["method"] == method
-    metrics = json.loads((tmp_path / "eval-test" / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "eval-best-test" / "metrics.json").read_text())
     assert metrics["frames"] == 5 and 0.0 <= metrics["fg_area"] <= 1.0
     # the checkpoint rebuilds the same network in eval.py
     again = evaluation.main([str(tmp_path / "best.pt"), "--out", str(tmp_path / "ev"), "--workers", "0",
