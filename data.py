@@ -77,9 +77,12 @@ def error_line(exc) -> str:
     return lines[0]
 
 
-def describe(exc) -> str:
-    """A library exception as one short line, for embedding in a DataError message."""
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+def describe(exc, path=None) -> str:
+    """A library exception as one short line, for embedding in a DataError message (which names the path)."""
+    text = " ".join(str(exc).split())
+    if path is not None:
+        text = text.replace(f" '{path}'", "").replace(f" {path}", "")
+    return f"{type(exc).__name__}: {text}"
 
 
 # -----------------------------------------------------------------------------
@@ -237,7 +240,7 @@ def read_png(path) -> Image.Image:
     except FileNotFoundError:
         raise DataError(f"{path}: missing file") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{path}: corrupt or truncated image ({describe(exc)})") from exc
+        raise DataError(f"{path}: corrupt or truncated image ({describe(exc, path)})") from exc
 
 
 def image_header(path):
@@ -248,7 +251,7 @@ def image_header(path):
     except FileNotFoundError:
         raise DataError(f"{path}: missing file") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{path}: corrupt image ({describe(exc)})") from exc
+        raise DataError(f"{path}: corrupt image ({describe(exc, path)})") from exc
 
 
 def png_size(path):

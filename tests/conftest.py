@@ -1,10 +1,21 @@
-"""Shared test setup: import the project from the repo root, and run Triton kernels in the
-interpreter when no GPU is present (TRITON_INTERPRET must be set before `kernels` is imported)."""
+"""Shared test setup: import the project from the repo root, run Triton kernels in the interpreter when no
+GPU is present (TRITON_INTERPRET must be set before `kernels` is imported), and a tiny AVSBench root."""
 import os
 import sys
 
+import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    """An AVSBench root with synthetic S4 and MS3 subsets of 5 videos (3/1/1) at 64 px."""
+    from data import synthesize
+    root = tmp_path_factory.mktemp("avsbench")
+    synthesize(root, "s4", videos=5, seed=1, size=64)
+    synthesize(root, "ms3", videos=5, seed=2, size=64)
+    return root

@@ -14,23 +14,15 @@ from PIL import Image
 
 import data
 import eval as evaluation
-from data import AVSBench, DataError, synthesize
+from data import AVSBench, DataError
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def clean_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("avsbench")
-    synthesize(root, "s4", videos=5, seed=1, size=48)
-    synthesize(root, "ms3", videos=5, seed=2, size=48)
-    return root
-
-
 @pytest.fixture
-def root(clean_root, tmp_path):
-    """A private copy of the synthetic root, to damage."""
-    shutil.copytree(clean_root, tmp_path / "AVSBench")
+def root(tiny_root, tmp_path):
+    """A private copy of the tiny synthetic root, to damage."""
+    shutil.copytree(tiny_root, tmp_path / "AVSBench")
     return tmp_path / "AVSBench"
 
 
@@ -56,7 +48,7 @@ def test_nan_and_inf_samples_in_a_wav(root):
 @pytest.mark.parametrize("value", [0, 257 * 100, 65535])
 def test_16_bit_gray_frames_are_scaled_to_8_bits(root, value):
     path = AVSBench(root, "s4", "val").items[0].image_path
-    Image.fromarray(np.full((48, 48), value, dtype=np.uint16)).save(path)
+    Image.fromarray(np.full((64, 64), value, dtype=np.uint16)).save(path)
     assert Image.open(path).mode == "I;16"
     assert np.array(data.read_frame(path)).reshape(-1, 3).tolist()[0] == [round(value / 257)] * 3
 
@@ -164,7 +156,7 @@ def test_check_finds_a_bad_header_that_construction_does_not(root):
 
 def test_train_refuses_bad_data_before_phase_1(root, tmp_path):
     mask = AVSBench(root, "s4", "test").items[4].mask_path
-    Image.fromarray(np.arange(48 * 48, dtype=np.uint8).reshape(48, 48) % 7).save(mask)
+    Image.fromarray(np.arange(64 * 64, dtype=np.uint8).reshape(64, 64) % 7).save(mask)
     result = run_script("train.py", "--root", str(root), "--out", str(tmp_path / "run"), "--preset", "small",
                         "--workers", "0")
     assert result.returncode == 1 and result.stderr.strip().splitlines()[-1].startswith(f"error: {mask}: mask is not")
@@ -227,9 +219,9 @@ def test_unavailable_cuda_is_a_usage_error():
 
 
 @pytest.mark.parametrize("make", ["file", "under a file"])
-def test_out_must_be_a_writable_folder(clean_root, tmp_path, make):
+def test_out_must_be_a_writable_folder(tiny_root, tmp_path, make):
     (tmp_path / "taken").write_text("notes")
     out = tmp_path / "taken" if make == "file" else tmp_path / "taken" / "run"
-    result = run_script("train.py", "--root", str(clean_root), "--out", str(out))
+    result = run_script("train.py", "--root", str(tiny_root), "--out", str(out))
     line = result.stderr.strip().splitlines()[-1]
     assert result.returncode == 1 and line.startswith(f"error: {out}: --out is") and "Traceback" not in result.stderr

@@ -21,11 +21,8 @@ TINY = ["--epochs", "1", "--pmr-epochs", "1", "--batch-size", "6", "--img-size",
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("avsbench")
-    synthesize(root, "s4", videos=5, seed=1, size=64)
-    synthesize(root, "ms3", videos=5, seed=2, size=64)
-    return root
+def root(tiny_root):
+    return tiny_root
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +90,10 @@ def test_outputs_never_overwrite_other_results(s4_run, root, tmp_path):
     line = error_of(run_script("train.py", "--root", str(root), "--out", str(s4_run), *TINY))
     assert line == f"error: {s4_run}: holds a run already (last.pt); --resume continues it, --overwrite replaces it, " \
                    "or choose another --out"
+    line = error_of(run_script("train.py", "--root", str(root), "--out", str(tmp_path / "new"), *TINY, "--seed", "5",
+                               "--pseudo-masks", str(s4_run / "pseudo_masks")))
+    assert line == f"error: {s4_run / 'pseudo_masks'}: holds the pseudo masks of another phase-1 recipe (seed 0 -> 5); " \
+                   "--overwrite replaces them, or choose another --pseudo-masks"
     best = json.loads((s4_run / "eval-best-test" / "metrics.json").read_text())
     stale = s4_run / "eval-last-test" / "overlays" / "sample" / "old.png"
     stale.parent.mkdir(parents=True)
