@@ -243,20 +243,15 @@ def read_png(path) -> Image.Image:
         raise DataError(f"{path}: corrupt or truncated image ({describe(exc, path)})") from exc
 
 
-def image_header(path):
-    """(mode, (width, height)) of an image, from its header only."""
+def png_size(path):
+    """(width, height) of an image, from its header only."""
     try:
         with Image.open(path) as image:
-            return image.mode, image.size
+            return image.size
     except FileNotFoundError:
         raise DataError(f"{path}: missing file") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: corrupt image ({describe(exc, path)})") from exc
-
-
-def png_size(path):
-    """(width, height) of an image, from its header only."""
-    return image_header(path)[1]
 
 
 # What the readers accept. 16-bit gray is scaled to 8 bits (65535 -> 255); alpha must be 0 or 255 everywhere:
@@ -537,16 +532,12 @@ class AVSBench(torch.utils.data.Dataset):
                     raise DataError(f"{path}: missing file ({subset} {split} needs it)")
 
     def check(self, progress=True):
-        """Open every file of the split before any work and validate what can be known without decoding it all:
-        frames' headers (mode, size; alpha frames decoded to see they are opaque), GT masks decoded (binary, the
-        size of their frame), WAV headers (complete, non-empty; the samples of float WAVs, which can hold NaN).
-        Raises DataError naming the first bad file."""
+        """Open every file of the split before any work and validate it: frames decoded (mode, opaque, not
+        truncated), GT masks decoded (binary, the size of their frame), WAV headers (complete, non-empty; the
+        samples of float WAVs, which can hold NaN). Raises DataError naming the first bad file."""
         for item in tqdm(self.items, desc=f"checking {self.subset} {self.split}", leave=False, disable=not progress,
                          dynamic_ncols=True):
-            mode, size = image_header(item.image_path)
-            check_mode(item.image_path, mode)
-            if mode in ALPHA_MODES:
-                read_frame(item.image_path)
+            size = read_frame(item.image_path).size
             if item.mask_path is not None:
                 load_mask(item.mask_path, size)
             if item.frame == 1 and wav_header(item.wav_path).subtype in ("FLOAT", "DOUBLE"):

@@ -289,23 +289,25 @@ def m2icl_loss(audio_embed, visual_maps, video_ids, tau, gather=None, mask_same_
     The paper takes every other item of the batch as a negative. Two frames of the same video are false
     negatives: mask_same_video drops their logits (the positive pair itself is kept).
     gather (several processes): x -> (x of every rank concatenated, with gradients; where this rank's rows
-    start). Each rank then scores its own B items against all N B, so N processes with batch B train
-    like one with batch N B."""
+    start). Only audio embeddings and scores cross processes, never the maps: each rank scores every rank's
+    audio against its own maps, a (N B, B) block, and the blocks are gathered into the (N B, N B) logits. Each
+    rank then takes the rows of its own B items both ways, so N processes with batch B train like one with
+    batch N B, exchanging O(N B D + (N B)^2) numbers per stage whatever the maps' size."""
     audio = F.normalize(audio_embed, dim=1)
     all_video_ids, offset = gather(video_ids) if gather else (video_ids, 0)
     target = offset + torch.arange(len(video_ids), device=audio.device)       # (B,) the positives' columns
     positive = F.one_hot(target, len(all_video_ids)).bool()
     false_negative = (video_ids[:, None] == all_video_ids[None, :]) & ~positive & mask_same_video  # (B, N B)
-    all_audio = gather(audio)[0] if gather else audio
+    all_audio = gather(audio)[0] if gather else audio                        # (N B, D)
     loss = 0
     for visual in visual_maps:
         visual = F.normalize(visual, dim=1).to(audio.dtype)                      # (B, D, h, w)
+        visual_to_audio = maxsim(all_audio, visual, backend="auto").t()          # (B, N B): my frames, all sounds
         if gather:
-            audio_to_visual = maxsim(audio, gather(visual)[0], backend="auto")       # (B, N B)
-            visual_to_audio = maxsim(all_audio, visual, backend="auto").t()          # (B, N B)
+            all_scores = gather(visual_to_audio)[0]                              # (N B, N B): [frame m, sound i]
+            audio_to_visual = all_scores[:, target].t()                          # (B, N B): my sounds, all frames
         else:
-            audio_to_visual = maxsim(audio, visual, backend="auto")                  # (B, B)
-            visual_to_audio = audio_to_visual.t()
+            audio_to_visual = visual_to_audio.t()
         for logits in (audio_to_visual, visual_to_audio):                            # Eq. 3, Eq. 4
             loss = loss + F.cross_entropy((logits / tau).masked_fill(false_negative, float("-inf")), target)
     return loss                                                  # Eq. 5: summed over stages, mean over i

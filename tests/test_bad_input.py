@@ -139,14 +139,17 @@ def test_duplicate_rows_and_videos_in_two_splits(root):
 # -----------------------------------------------------------------------------
 # the check before training, and frames of different sizes
 
-def test_check_finds_a_bad_header_that_construction_does_not(root):
-    dataset = AVSBench(root, "s4", "test")                       # construction checks that files exist
+def test_check_finds_what_construction_does_not(root):
+    """Construction checks that the files exist; the check decodes frames and masks and reads WAV headers."""
+    dataset = AVSBench(root, "s4", "test")
     frame = dataset.items[3].image_path
-    frame.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    frame.write_bytes(frame.read_bytes()[:-200])                  # a valid header, the pixels cut short
     AVSBench(root, "s4", "test")
-    with naming(frame, "corrupt image"):
+    with naming(frame, "corrupt or truncated image"):
         dataset.check(progress=False)
-    frame.write_bytes(b"")
+    frame.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    with naming(frame, "corrupt or truncated image \\(UnidentifiedImageError: cannot identify image file\\)$"):
+        dataset.check(progress=False)
     wav = AVSBench(root, "ms3", "train").items[0].wav_path
     wav.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunk")
     with naming(wav, "corrupt WAV \\(") as raised:

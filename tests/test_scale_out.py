@@ -19,7 +19,7 @@ import eval as evaluation
 import train
 from data import SAMPLE_RATE, log_spectrogram, synthesize
 from test_train_eval import TINY, error_of, run_script
-from wsavs import WSAVS, preset_config, wsavs_loss
+from wsavs import WSAVS, m2icl_loss, preset_config, wsavs_loss
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -71,6 +71,41 @@ def test_two_processes_equal_one_with_the_global_batch(tmp_path):
         # float32 sums in another order: equal to 1e-4 of the tensor's largest gradient
         torch.testing.assert_close(result["grads"][name], grad, rtol=1e-3, atol=1e-4 * grad.abs().max().item(),
                                    msg=name)
+
+
+def traffic_worker(rank, world, init_file, result_file):
+    """Bytes this rank hands to all_gather / all_reduce for M2ICL's forward and backward at two map sizes."""
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    sent = []
+    for name in ("all_gather", "all_reduce"):
+        collective = getattr(dist, name)
+
+        def counted(*args, collective=collective, name=name, **kw):
+            tensor = args[1] if name == "all_gather" else args[0]           # (outputs, input) / (tensor)
+            sent[-1] += tensor.numel() * tensor.element_size()
+            return collective(*args, **kw)
+        setattr(dist, name, counted)
+    for size in (8, 16):                                          # stage maps from size x size down to size/8
+        sent.append(0)
+        g = torch.Generator().manual_seed(rank)
+        audio = torch.randn(3, 16, generator=g, requires_grad=True)
+        maps = [torch.randn(3, 16, size >> k, size >> k, generator=g, requires_grad=True) for k in range(4)]
+        loss = m2icl_loss(audio, maps, torch.arange(3) + 3 * rank, 0.1, train.gather_across_ranks)
+        loss.backward()
+    if rank == 0:
+        torch.save(sent, result_file)
+    dist.destroy_process_group()
+
+
+def test_m2icl_traffic_does_not_grow_with_the_maps(tmp_path):
+    """Only audio embeddings and (N B)^2 scores cross processes: the same bytes for maps 4x the area."""
+    mp.spawn(traffic_worker, args=(2, str(tmp_path / "rendezvous"), str(tmp_path / "sent.pt")), nprocs=2)
+    small, large = torch.load(tmp_path / "sent.pt", weights_only=True)
+    nb, d, stages = 6, 16, 4
+    assert small == large
+    # forward: this rank's video ids (3 int64), audio (3 x D) and, per stage, its (3, N B) block of scores;
+    # backward: the gradients of the gathered audio (N B x D) and of each stage's (N B, N B) scores (float32)
+    assert small == 8 * 3 + 4 * (3 * d + stages * 3 * nb) + 4 * (nb * d + stages * nb * nb)
 
 
 @pytest.fixture(scope="module")
