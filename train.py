@@ -252,6 +252,18 @@ def save_atomic(obj, path):
     os.replace(tmp, path)
 
 
+def model_only(ckpt):
+    """best.pt: last.pt without what only resuming needs (optimizer, scaler, generators, log)."""
+    return {k: v for k, v in ckpt.items() if k not in ("optimizer", "scaler", "rng", "totals", "log")}
+
+
+def write_log(out, records):
+    """log.jsonl, rewritten whole (temp file + rename) from the records last.pt holds."""
+    tmp = out / "log.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    os.replace(tmp, out / "log.jsonl")
+
+
 def check_finite(loss, step, what):
     if not torch.isfinite(loss):
         raise TrainingError(f"non-finite {what} loss at step {step}; the last good checkpoint is kept")
@@ -373,7 +385,8 @@ def train_network(args, cfg, device, out, pseudo_dir, rank=0, world=1):
     model = evaluation.build_model(args.method, cfg).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
-    start_epoch, start_step, best_miou, totals = 0, 0, -1.0, {}
+    start_epoch, start_step, best_miou, best_epoch, totals = 0, 0, -1.0, 0, {}
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()] if rank == 0 else []
     if args.init:                                                # checked by check_outputs before any work
         model.load_state_dict(evaluation.load_checkpoint(args.init, map_location=device)["model"])
     if args.resume and (out / "last.pt").is_file():
@@ -381,8 +394,14 @@ def train_network(args, cfg, device, out, pseudo_dir, rank=0, world=1):
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
-        start_epoch, start_step, best_miou, totals = ckpt["epoch"], ckpt["step"], ckpt["best_miou"], ckpt["totals"]
+        start_epoch, start_step, totals = ckpt["epoch"], ckpt["step"], ckpt["totals"]
+        best_miou, best_epoch = ckpt["best_miou"], ckpt["best_epoch"]
         set_rng_state(ckpt["rng"])
+        log = ckpt["log"] + log[-1:]                             # the epochs last.pt holds, then this start
+        best_path = out / "best.pt"
+        if rank == 0 and 0 < best_epoch == start_epoch and start_step == 0 and (
+                not best_path.is_file() or evaluation.load_checkpoint(best_path)["epoch"] != best_epoch):
+            save_atomic(model_only(ckpt), best_path)                 # killed between last.pt and best.pt
         if rank == 0:
             print(f"resumed from {out / 'last.pt'}: epoch {start_epoch + 1}, step {start_step}")
     elif args.resume and rank == 0:
@@ -399,13 +418,18 @@ def train_network(args, cfg, device, out, pseudo_dir, rank=0, world=1):
                               enabled=args.amp != "off")
 
     def checkpoint(epoch, step, val=None):
-        """Rank 0 writes last.pt (temp file + rename): after `step` batches of epoch `epoch` (0-based)."""
+        """Rank 0 writes last.pt (temp file + rename): after `step` batches of epoch `epoch` (0-based), with the
+        log records up to there, from which --resume rewrites log.jsonl (and best.pt if a kill came between)."""
         if rank == 0:
             ckpt = {"method": args.method, "model": network.state_dict(), **run_record(args),
                     "epoch": epoch, "step": step, "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                    "best_miou": best_miou, "totals": totals, "rng": rng_state(), "val": val}
+                    "best_miou": best_miou, "best_epoch": best_epoch, "totals": totals, "rng": rng_state(),
+                    "val": val, "log": [r for r in log if "epoch" not in r or r["epoch"] <= epoch]}
             save_atomic(ckpt, out / "last.pt")
             return ckpt
+
+    if rank == 0:
+        write_log(out, log)
 
     for epoch in range(start_epoch, cfg.epochs):
         started = time.time()
@@ -440,18 +464,18 @@ def train_network(args, cfg, device, out, pseudo_dir, rank=0, world=1):
             val = evaluation.evaluate(network, loader(val_set, cfg.batch_size, args.workers), device,
                                       desc="val").summary()
             best = val["miou"] > best_miou
-            best_miou = max(best_miou, val["miou"])
-            record = {"epoch": epoch + 1, **totals, "val_miou": val["miou"], "val_fscore": val["fscore"],
-                      "seconds": round(time.time() - started, 1)}
-            with open(out / "log.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+            if best:
+                best_miou, best_epoch = val["miou"], epoch + 1
+            log.append({"epoch": epoch + 1, **totals, "val_miou": val["miou"], "val_fscore": val["fscore"],
+                        "seconds": round(time.time() - started, 1)})
             ckpt = checkpoint(epoch + 1, 0, {"miou": val["miou"], "fscore": val["fscore"]})
             if best:
-                save_atomic(ckpt, out / "best.pt")
+                save_atomic(model_only(ckpt), out / "best.pt")
+            write_log(out, log)
             parts = ", ".join(f"{k} {v:.4f}" for k, v in totals.items() if k != "loss")
             print(f"epoch {epoch + 1}/{cfg.epochs}  loss {totals['loss']:.4f} ({parts})  val mIoU "
                   f"{100 * val['miou']:.2f}  F {100 * val['fscore']:.2f}{'  *best*' if best else ''}  "
-                  f"{record['seconds']:.0f}s")
+                  f"{log[-1]['seconds']:.0f}s")
         if world > 1:
             dist.barrier()
     return network
@@ -499,10 +523,13 @@ def check_outputs(args, out):
         now = {**asdict(args.cfg), **{k: getattr(args, k) for k in RESUME_ARGS}}
         then = {**ckpt["config"], **ckpt["args"], "method": ckpt.get("method")}
         changed = {k: (then.get(k), v) for k, v in now.items() if k != "epochs" and then.get(k) != v}
-        if changed or "optimizer" not in ckpt:
+        if changed:
             raise evaluation.CheckpointError(
-                f"{last}: --resume with other settings than the run's ({listed(changed) or 'no optimizer state'}); "
+                f"{last}: --resume with other settings than the run's ({listed(changed)}); "
                 "only --epochs may change: use the run's flags, or another --out")
+        if not {"optimizer", "log", "best_epoch"} <= set(ckpt):
+            raise evaluation.CheckpointError(f"{last}: cannot be resumed (written by an older train.py, or by the "
+                                             "c2am baseline); start afresh with --overwrite")
     elif args.overwrite:
         for name in ("last.pt", "best.pt", "log.jsonl"):
             (out / name).unlink(missing_ok=True)

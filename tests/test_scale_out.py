@@ -1,5 +1,6 @@
 """Multi-process training (gathered M2ICL negatives), mixed precision, exact resume after kill -9, and the
 one-line errors of train.py on bad input."""
+import json
 import os
 import signal
 import subprocess
@@ -156,6 +157,11 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(root, tmp_path):
     (model_a, adam_a), (model_b, adam_b) = final_state(whole), final_state(cut)
     assert all(torch.equal(model_a[k], model_b[k]) for k in model_a)
     assert all(torch.equal(adam_a[i][k], adam_b[i][k]) for i in adam_a for k in adam_a[i])
+    # log.jsonl is rewritten from last.pt: one line per epoch, after each run's start line; best.pt has no
+    # optimizer state
+    epochs = [json.loads(line).get("epoch") for line in (cut / "log.jsonl").read_text().splitlines()]
+    assert epochs == [None, None, 1, 2]
+    assert "optimizer" not in torch.load(cut / "best.pt", weights_only=True)
 
 
 def test_bf16_autocast_trains(root, tmp_path):
@@ -178,6 +184,17 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(root, tmp_path
     kept = evaluation.load_checkpoint(tmp_path / "last.pt")
     assert step >= 1 and kept["step"] == step                # written after the last finite step
     assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
+
+
+def test_resume_restores_a_best_pt_lost_to_a_kill(root, tmp_path):
+    """A kill between writing last.pt and best.pt: --resume writes best.pt from last.pt (epoch 1 was the best)."""
+    subprocess.run([sys.executable, *train_args(root, tmp_path)], cwd=REPO, check=True, capture_output=True)
+    (tmp_path / "best.pt").unlink()
+    (tmp_path / "log.jsonl").write_text("")
+    subprocess.run([sys.executable, *train_args(root, tmp_path, "--resume")], cwd=REPO, check=True, capture_output=True)
+    best = evaluation.load_checkpoint(tmp_path / "best.pt")
+    assert best["epoch"] == 1 and "optimizer" not in best
+    assert [json.loads(line).get("epoch") for line in (tmp_path / "log.jsonl").read_text().splitlines()] == [None, 1, None]
 
 
 def test_resume_with_other_flags_is_refused(root, tmp_path):
