@@ -55,9 +55,9 @@ from tqdm import tqdm
 import eval as evaluation
 from data import (SPLITS, SUBSET_DIRS, SYNTH_MARKER, AVSBench, DataError, checked, collate, device_name,
                   error_line, non_negative_int, synthesize, synthetic_stamp, writable_folder, write_mask_png)
-from wsavs import (PMR_FIELDS, PRESETS, RANGES, Config, PretrainedWeightsError, PseudoMaskNet, border_activation,
-                   c2am_step_loss, check_range, decide_polarity, differences, m2icl_loss, preset_config, pseudo_masks,
-                   saliency_step_loss, wsavs_loss)
+from wsavs import (PMR_FIELDS, PMR_VERSION, PRESETS, RANGES, Config, PretrainedWeightsError, PseudoMaskNet,
+                   border_activation, c2am_step_loss, check_range, decide_polarity, differences, m2icl_loss,
+                   preset_config, pseudo_masks, saliency_step_loss, wsavs_loss)
 
 DEMO = dict(root="data/demo-avsbench", out="runs/demo", workers=0, preset="small", overwrite=True)
 # The demo trains the WS-AVS row of bench/run.py on S4: many videos seen once (with 60 training videos seen
@@ -274,7 +274,7 @@ def check_finite(loss, step, what):
 
 def pmr_recipe(args, cfg):
     """What phase 1's pseudo masks depend on: a later run with the same recipe reuses them."""
-    return {"root": str(Path(args.root).resolve()), "subset": args.subset, "seed": args.seed,
+    return {"version": PMR_VERSION, "root": str(Path(args.root).resolve()), "subset": args.subset, "seed": args.seed,
             "config": {name: getattr(cfg, name) for name in PMR_FIELDS}}
 
 

@@ -77,6 +77,8 @@ PRESETS = {
 SCALE_FIELDS = ("backbone", "pretrained", "audio_pretrained", "audio_stem_stride", "dim", "decoder_dim", "img_size",
                 "pmr_epochs", "epochs", "batch_size", "lr")
 # The fields that phase 1 (pseudo mask refinement) reads: a change to any other field reuses its pseudo masks.
+# PMR_VERSION goes into the same key: raise it whenever phase 1's code changes what it writes.
+PMR_VERSION = 2
 PMR_FIELDS = ("backbone", "pretrained", "dim", "decoder_dim", "img_size", "pmr_epochs", "c2am_self_pairs",
               "equivariance", "channel_shuffle", "cue_threshold", "crf_iterations", "augment", "batch_size", "lr")
 
@@ -293,7 +295,9 @@ def m2icl_loss(audio_embed, visual_maps, video_ids, tau, gather=None, mask_same_
     audio against its own maps, a (N B, B) block, and the blocks are gathered into the (N B, N B) logits. Each
     rank then takes the rows of its own B items both ways, so N processes with batch B train like one with
     batch N B, exchanging O(N B D + (N B)^2) numbers per stage whatever the maps' size."""
-    audio = F.normalize(audio_embed, dim=1)
+    device = audio_embed.device.type                 # under autocast the kernel reads half precision maps
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else audio_embed.dtype
+    audio = F.normalize(audio_embed, dim=1).to(dtype)
     all_video_ids, offset = gather(video_ids) if gather else (video_ids, 0)
     target = offset + torch.arange(len(video_ids), device=audio.device)       # (B,) the positives' columns
     positive = F.one_hot(target, len(all_video_ids)).bool()
@@ -301,7 +305,7 @@ def m2icl_loss(audio_embed, visual_maps, video_ids, tau, gather=None, mask_same_
     all_audio = gather(audio)[0] if gather else audio                        # (N B, D)
     loss = 0
     for visual in visual_maps:
-        visual = F.normalize(visual, dim=1).to(audio.dtype)                      # (B, D, h, w)
+        visual = F.normalize(visual, dim=1).to(dtype)                            # (B, D, h, w)
         visual_to_audio = maxsim(all_audio, visual, backend="auto").t()          # (B, N B): my frames, all sounds
         if gather:
             all_scores = gather(visual_to_audio)[0]                              # (N B, N B): [frame m, sound i]

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import wsavs
 from wsavs import (EZVSL, WSAVS, AudioVisualFusion, CAMNet, PseudoMaskNet, audio_gated_pseudo_mask, audio_specific,
                    avm_loss, border_activation, c2am_loss, c2am_step_loss, class_agnostic_map, connected_components, dense_crf, equivariance_loss, localization_map,
                    m2icl_loss, per_object_mean, preset_config, pseudo_masks, random_affine, refine_pseudo_mask, saliency_targets, sim_max,
@@ -510,3 +511,16 @@ def test_projection_dropout_only_in_the_contrastive_models():
     assert dropouts(PseudoMaskNet(cfg)) == dropouts(CAMNet(cfg, 3)) == {0.0}
     assert isinstance(WSAVS(cfg).audio_encoder.proj[0], torch.nn.LayerNorm)
     assert isinstance(WSAVS(small_config()).audio_encoder.proj[0], torch.nn.Identity)
+
+
+@pytest.mark.parametrize("amp", [None, torch.bfloat16])
+def test_m2icl_hands_the_kernel_half_precision_maps_under_autocast(monkeypatch, amp):
+    arrived, real = [], wsavs.maxsim
+    monkeypatch.setattr(wsavs, "maxsim", lambda a, v, backend: arrived.append((a.dtype, v.dtype)) or real(a, v, backend))
+    audio = torch.randn(4, 8, requires_grad=True)
+    maps = [torch.randn(4, 8, 5, 3, requires_grad=True), torch.randn(4, 8, 3, 2, requires_grad=True)]
+    with torch.autocast("cpu", dtype=amp or torch.bfloat16, enabled=amp is not None):
+        loss = m2icl_loss(audio, maps, torch.arange(4), 0.1)
+    loss.backward()
+    assert arrived == [(amp or torch.float32,) * 2] * 2
+    assert loss.dtype == audio.grad.dtype == torch.float32 and torch.isfinite(audio.grad).all()
