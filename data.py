@@ -133,6 +133,25 @@ def device_name(text):
     return text
 
 
+class LogLines:
+    """A stream for tqdm when stderr is not a terminal: each redraw becomes one plain line."""
+
+    def write(self, text):
+        text = text.replace("\r", "").strip()
+        if text:
+            sys.stderr.write(text + "\n")
+
+    def flush(self):
+        sys.stderr.flush()
+
+
+def progress(iterable, desc, disable=False, **kw):
+    """A progress bar: tqdm on a terminal; in a log file, a plain line a minute instead of redraws."""
+    if sys.stderr.isatty():
+        return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True, disable=disable, **kw)
+    return tqdm(iterable, desc=desc, leave=False, disable=disable, mininterval=60, file=LogLines(), **kw)
+
+
 def writable_folder(path, flag="--out") -> Path:
     """Create the output folder if needed and check that a file can be written in it; DataError otherwise."""
     path = Path(path)
@@ -531,12 +550,11 @@ class AVSBench(torch.utils.data.Dataset):
                 if path is not None and not path.is_file():
                     raise DataError(f"{path}: missing file ({subset} {split} needs it)")
 
-    def check(self, progress=True):
+    def check(self, show_progress=True):
         """Open every file of the split before any work and validate it: frames decoded (mode, opaque, not
         truncated), GT masks decoded (binary, the size of their frame), WAV headers (complete, non-empty; the
         samples of float WAVs, which can hold NaN). Raises DataError naming the first bad file."""
-        for item in tqdm(self.items, desc=f"checking {self.subset} {self.split}", leave=False, disable=not progress,
-                         dynamic_ncols=True):
+        for item in progress(self.items, desc=f"checking {self.subset} {self.split}", disable=not show_progress):
             size = read_frame(item.image_path).size
             if item.mask_path is not None:
                 load_mask(item.mask_path, size)

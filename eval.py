@@ -18,10 +18,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from data import (SAMPLE_RATE, S4_CATEGORIES, AVSBench, DataError, collate, device_name, error_line, load_mask,
-                  log_spectrogram, non_negative_int, positive_int, read_frame, read_png, writable_folder,
+                  log_spectrogram, non_negative_int, positive_int, progress, read_frame, read_png, writable_folder,
                   write_mask_png)
 from wsavs import EZVSL, WSAVS, CAMNet, Config, PretrainedWeightsError, PseudoMaskNet
 
@@ -198,7 +197,7 @@ def score_batch(scores, prob, batch, rows, mode="bilinear"):
 def evaluate(model, loader, device, keep_predictions=False, desc="eval"):
     model.eval()
     scores = Scores(keep_predictions)
-    for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
+    for batch in progress(loader, desc=desc):
         rows = [i for i, has in enumerate(batch["has_mask"].tolist()) if has]   # S4 train frames 2-5: no GT
         if rows:
             prob = model.predict(batch["image"][rows].to(device), batch["audio"][rows].to(device))  # (b, 1, S, S)
@@ -321,7 +320,7 @@ def read_prediction(path, shape):
 
 def evaluate_pred_dir(pred_dir, dataset, keep_predictions):
     scores = Scores(keep_predictions)
-    for index in tqdm(range(len(dataset)), desc="eval", leave=False, dynamic_ncols=True):
+    for index in progress(range(len(dataset)), desc="eval"):
         if not dataset.has_gt(index):
             continue
         item = dataset.gt_item(index)

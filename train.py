@@ -50,11 +50,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
-from tqdm import tqdm
 
 import eval as evaluation
 from data import (SPLITS, SUBSET_DIRS, SYNTH_MARKER, AVSBench, DataError, checked, collate, device_name,
-                  error_line, non_negative_int, synthesize, synthetic_stamp, writable_folder, write_mask_png)
+                  error_line, non_negative_int, progress, synthesize, synthetic_stamp, writable_folder,
+                  write_mask_png)
 from wsavs import (PMR_FIELDS, PMR_VERSION, PRESETS, RANGES, Config, PretrainedWeightsError, PseudoMaskNet,
                    border_activation, c2am_step_loss, check_range, decide_polarity, differences, m2icl_loss,
                    preset_config, pseudo_masks, saliency_step_loss, wsavs_loss)
@@ -298,9 +298,8 @@ def train_pmr(args, cfg, device, out):
     for epoch in range(cfg.pmr_epochs):
         net.train()
         border = []
-        for step, batch in enumerate(tqdm(train_loader(train_set, cfg.batch_size, args.workers, args.seed, epoch),
-                                          desc=f"PMR C2AM {epoch + 1}/{cfg.pmr_epochs}", leave=False,
-                                          dynamic_ncols=True)):
+        for step, batch in enumerate(progress(train_loader(train_set, cfg.batch_size, args.workers, args.seed, epoch),
+                                              desc=f"PMR C2AM {epoch + 1}/{cfg.pmr_epochs}")):
             image = batch["image"].to(device)                      # (B, 3, S, S)
             loss, activation = c2am_step_loss(net, image)
             check_finite(loss, step, "C2AM")
@@ -316,9 +315,8 @@ def train_pmr(args, cfg, device, out):
     # 1b. saliency head trained on the class-agnostic map's cues, encoder and map frozen
     optimizer = torch.optim.Adam(net.saliency_head.parameters(), lr=cfg.lr)
     for epoch in range(cfg.pmr_epochs):
-        for step, batch in enumerate(tqdm(train_loader(train_set, cfg.batch_size, args.workers, args.seed, epoch),
-                                          desc=f"PMR saliency {epoch + 1}/{cfg.pmr_epochs}", leave=False,
-                                          dynamic_ncols=True)):
+        for step, batch in enumerate(progress(train_loader(train_set, cfg.batch_size, args.workers, args.seed, epoch),
+                                              desc=f"PMR saliency {epoch + 1}/{cfg.pmr_epochs}")):
             loss = saliency_step_loss(net, batch["image"].to(device))
             check_finite(loss, step, "saliency")
             optimizer.zero_grad(set_to_none=True)
@@ -333,8 +331,7 @@ def train_pmr(args, cfg, device, out):
     save_atomic({"model": net.state_dict(), "config": asdict(cfg)}, pseudo_dir / "pmr.pt")
     plain_set = AVSBench(args.root, args.subset, "train", img_size=cfg.img_size)
     scores = evaluation.Scores()
-    for batch in tqdm(loader(plain_set, cfg.batch_size, args.workers), desc="PMR pseudo masks", leave=False,
-                      dynamic_ncols=True):
+    for batch in progress(loader(plain_set, cfg.batch_size, args.workers), desc="PMR pseudo masks"):
         pseudo = pseudo_masks(net, batch["image"].to(device)).cpu()        # (B, 1, S, S)
         for key, mask in zip(batch["key"], pseudo):
             write_mask_png(pseudo_dir / f"{key}.png", mask[0].numpy())
@@ -439,8 +436,7 @@ def train_network(args, cfg, device, out, pseudo_dir, rank=0, world=1):
             totals = {}
         batches = train_loader(train_set, cfg.batch_size, args.workers, args.seed + 1000, epoch, rank, world, skip)
         steps = skip + len(batches)
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True,
-                   initial=skip, total=steps, disable=rank != 0)
+        bar = progress(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", initial=skip, total=steps, disable=rank != 0)
         for step, batch in enumerate(bar, start=skip):
             video_ids = torch.tensor([video_index[v] for v in batch["video"]], device=device)
             with autocast:
@@ -563,7 +559,7 @@ def check_data(args, rank):
     videos = {}
     for split in SPLITS:
         dataset = AVSBench(args.root, args.subset, split)
-        dataset.check(progress=rank == 0)
+        dataset.check(show_progress=rank == 0)
         videos[split] = len(dataset.videos)
     if rank == 0:
         print(f"data: {args.subset} train/val/test {videos['train']}/{videos['val']}/{videos['test']} videos in "

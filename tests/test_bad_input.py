@@ -42,7 +42,7 @@ def test_nan_and_inf_samples_in_a_wav(root):
     with naming(wav, "2 NaN or infinite samples"):
         dataset.audio(0)
     with naming(wav, "NaN or infinite"):
-        dataset.check(progress=False)                 # float WAVs are read in full by the check
+        dataset.check(show_progress=False)                 # float WAVs are read in full by the check
 
 
 @pytest.mark.parametrize("value", [0, 257 * 100, 65535])
@@ -64,7 +64,7 @@ def test_frames_must_be_opaque(root):
     pixels[:10, :, 3] = 0
     Image.fromarray(pixels).save(path)
     with naming(path, "transparent pixels"):
-        dataset.check(progress=False)
+        dataset.check(show_progress=False)
 
 
 @pytest.mark.parametrize("mode", ["L", "RGB"])
@@ -77,7 +77,7 @@ def test_lossy_masks_are_not_binary(root, mode):
     Image.fromarray(mask).convert(mode).save(path)
     found = "0, 3, 127, 250, 255" if mode == "L" else r"0, \(3, 3, 3\), \(127, 127, 127\), \(250, 250, 250\), \(255,"
     with naming(path, f"mask is not binary: 5 values \\({found}"):
-        dataset.check(progress=False)
+        dataset.check(show_progress=False)
 
 
 def test_any_single_foreground_value_and_palette_labels(root):
@@ -146,14 +146,14 @@ def test_check_finds_what_construction_does_not(root):
     frame.write_bytes(frame.read_bytes()[:-200])                  # a valid header, the pixels cut short
     AVSBench(root, "s4", "test")
     with naming(frame, "corrupt or truncated image"):
-        dataset.check(progress=False)
+        dataset.check(show_progress=False)
     frame.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
     with naming(frame, "corrupt or truncated image \\(UnidentifiedImageError: cannot identify image file\\)$"):
-        dataset.check(progress=False)
+        dataset.check(show_progress=False)
     wav = AVSBench(root, "ms3", "train").items[0].wav_path
     wav.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunk")
     with naming(wav, "corrupt WAV \\(") as raised:
-        AVSBench(root, "ms3", "train").check(progress=False)
+        AVSBench(root, "ms3", "train").check(show_progress=False)
     assert "0x" not in str(raised.value) and "<" not in str(raised.value)
 
 
@@ -182,7 +182,7 @@ def test_frames_of_different_sizes(root, sizes):
         for path, resample in ((dataset.items[index].image_path, Image.BILINEAR),
                                (dataset.items[index].mask_path, Image.NEAREST)):
             Image.open(path).resize(size, resample).save(path)
-    dataset.check(progress=False)
+    dataset.check(show_progress=False)
     loader = torch.utils.data.DataLoader(dataset, batch_size=5, collate_fn=data.collate)
     scores = evaluation.evaluate(AllForeground(), loader, "cpu")
     expected = [np.mean(np.array(Image.open(item.mask_path)) > 0) for item in dataset.items]

@@ -1,5 +1,6 @@
 """bench/run.py: the one command for the paper's tables on a real AVSBench root (here a tiny generated one at
 tiny sizes), and the rows it derives from the presets."""
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -53,6 +54,12 @@ def test_real_root_gives_table1_table2_figure3(tmp_path):
     markdown = (tmp_path / "results" / "results.md").read_text()
     assert "## S4: figure3" in markdown and "| WS-AVS | 1 |" in markdown
     assert (tmp_path / "assets" / "figure2_s4.png").is_file() and (tmp_path / "assets" / "figure4_s4.png").is_file()
+
+
+def test_cam_has_no_ms3_row(tmp_path):
+    args = argparse.Namespace(runs=str(tmp_path), workers=0, device="cpu", extra="")
+    assert bench.Bench(args).run_row("CAM", ["--preset", "small", *bench.TABLE1["CAM"]], tmp_path, "synthetic", "ms3", 0) is None
+    assert not any(tmp_path.iterdir())
 
 
 def test_synthetic_only_tables_need_synthetic_data():

@@ -194,7 +194,8 @@ def test_resume_restores_a_best_pt_lost_to_a_kill(root, tmp_path):
     subprocess.run([sys.executable, *train_args(root, tmp_path, "--resume")], cwd=REPO, check=True, capture_output=True)
     best = evaluation.load_checkpoint(tmp_path / "best.pt")
     assert best["epoch"] == 1 and "optimizer" not in best
-    assert [json.loads(line).get("epoch") for line in (tmp_path / "log.jsonl").read_text().splitlines()] == [None, 1, None]
+    log = (tmp_path / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line).get("epoch") for line in log] == [None, 1, None]
 
 
 def test_resume_with_other_flags_is_refused(root, tmp_path):
