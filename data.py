@@ -57,7 +57,7 @@ HOP_LENGTH = 160  # 10 ms
 N_SPEC_FRAMES = 300
 LOG_FLOOR = 1e-7
 HANN_WINDOW = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(WIN_LENGTH) / WIN_LENGTH)  # periodic Hann, (400,)
-FFT_WINDOW = np.pad(HANN_WINDOW, (N_FFT - WIN_LENGTH) // 2)  # centred in the 512-sample FFT frame, (512,)
+FFT_WINDOW = np.pad(HANN_WINDOW, (N_FFT - WIN_LENGTH) // 2).astype(np.float32)  # centred in the 512-sample FFT frame
 
 
 class DataError(Exception):
@@ -479,13 +479,17 @@ def resample(wave: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     return (np.fft.irfft(resized, n=n_out) * (n_out / n_in)).astype(np.float32)  # (n_out,)
 
 
-def log_spectrogram(wave: np.ndarray, sample_rate: int, centre_s: float) -> torch.Tensor:
-    """Log-magnitude spectrogram (1, 257, 300) of the 3 s window centred on centre_s (clamped to the clip,
-    zero-padded when the clip is shorter). wave: (T,) or (T, C) at any sample rate."""
+def mono_16k(wave: np.ndarray, sample_rate: int) -> np.ndarray:
+    """(T,) or (T, C) at any rate -> mono float32 (T',) at SAMPLE_RATE: channels averaged, then resampled."""
     wave = np.asarray(wave, dtype=np.float32)
     if wave.ndim == 2:
         wave = wave.mean(axis=1)  # (T, C) -> (T,)
-    wave = resample(wave, sample_rate, SAMPLE_RATE)
+    return resample(wave, sample_rate, SAMPLE_RATE)
+
+
+def spectrogram_at(wave: np.ndarray, centre_s: float) -> torch.Tensor:
+    """Log-magnitude spectrogram (1, 257, 300) of the 3 s window of a mono 16 kHz wave (T,) centred on centre_s
+    (clamped to the clip, zero-padded when the clip is shorter)."""
     start = round((centre_s - WINDOW_SECONDS / 2) * SAMPLE_RATE)
     start = min(max(start, 0), max(len(wave) - WINDOW_SAMPLES, 0))
     window = wave[start:start + WINDOW_SAMPLES]
@@ -493,11 +497,18 @@ def log_spectrogram(wave: np.ndarray, sample_rate: int, centre_s: float) -> torc
     # The paper's numbers (22050 Hz, 50 ms window, 25 ms hop) cannot give 257 x 300 from 3 s, so we use a
     # consistent setting: 16 kHz (AVSBench's own WAV rate), 512-point FFT = 257 bins, 25 ms Hann window, 10 ms hop
     # (centred STFT: 301 frames, keep the first 300), and log(|X| + 1e-7), which stays finite for silence.
+    # float32 throughout: numpy's FFT keeps the input's precision.
     padded = np.pad(window, N_FFT // 2, mode="reflect")  # centred frames, as torch.stft(center=True): (48512,)
     frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP_LENGTH][:N_SPEC_FRAMES]  # (300, 512)
     magnitude = np.abs(np.fft.rfft(frames * FFT_WINDOW, axis=-1))  # (300, 257)
-    log_magnitude = np.log(magnitude + LOG_FLOOR).T.astype(np.float32)  # (257, 300)
+    log_magnitude = np.log(magnitude + np.float32(LOG_FLOOR)).T  # (257, 300)
     return torch.from_numpy(np.ascontiguousarray(log_magnitude))[None]  # (1, 257, 300)
+
+
+def log_spectrogram(wave: np.ndarray, sample_rate: int, centre_s: float) -> torch.Tensor:
+    """Log-magnitude spectrogram (1, 257, 300) of the 3 s window centred on centre_s of a wave (T,) or (T, C) at
+    any sample rate (see spectrogram_at)."""
+    return spectrogram_at(mono_16k(wave, sample_rate), centre_s)
 
 
 # -----------------------------------------------------------------------------
@@ -526,7 +537,7 @@ class AVSBench(torch.utils.data.Dataset):
         if augment not in (None, "flip", "crop-flip"):
             raise ValueError(f"augment must be None, 'flip' or 'crop-flip', got {augment!r}")
         self.subset, self.split, self.img_size, self.augment = subset, split, img_size, augment
-        self.aug_key = (0, 0)                                  # (seed, epoch), see set_epoch
+        self.waves = {}                                        # WAV path -> mono 16 kHz wave, see waveform
         self.root = subset_root(root, subset)
         self.pseudo_mask_dir = None if pseudo_mask_dir is None else Path(pseudo_mask_dir)
         rows = [row for row in read_meta(self.root, subset) if row.split == split]
@@ -550,20 +561,32 @@ class AVSBench(torch.utils.data.Dataset):
                 if path is not None and not path.is_file():
                     raise DataError(f"{path}: missing file ({subset} {split} needs it)")
 
-    def check(self, show_progress=True):
+    def check(self, show_progress=True, rank=0, world=1):
         """Open every file of the split before any work and validate it: frames decoded (mode, opaque, not
         truncated), GT masks decoded (binary, the size of their frame), WAV headers (complete, non-empty; the
-        samples of float WAVs, which can hold NaN). Raises DataError naming the first bad file."""
-        for item in progress(self.items, desc=f"checking {self.subset} {self.split}", disable=not show_progress):
+        samples of float WAVs, which can hold NaN). Raises DataError naming the first bad file. Several
+        processes share the work: process `rank` of `world` checks every world-th frame."""
+        for item in progress(self.items[rank::world], desc=f"checking {self.subset} {self.split}",
+                             disable=not show_progress):
             size = read_frame(item.image_path).size
             if item.mask_path is not None:
                 load_mask(item.mask_path, size)
             if item.frame == 1 and wav_header(item.wav_path).subtype in ("FLOAT", "DOUBLE"):
                 read_wav(item.wav_path)
 
-    def set_epoch(self, seed: int, epoch: int):
-        """Key the training augmentation of the coming epoch."""
-        self.aug_key = (seed, epoch)
+    def waveform(self, index) -> np.ndarray:
+        """The mono 16 kHz wave (T,) of the item's video, decoded and resampled once per clip and process (each
+        clip has 5 frames). cache_audio() fills the cache before the loader's workers start: they share it."""
+        path = self.items[index].wav_path
+        if path not in self.waves:
+            self.waves[path] = mono_16k(*read_wav(path))
+        return self.waves[path]
+
+    def cache_audio(self, show_progress=True):
+        """Decode every clip of the split into the cache (about 320 kB per 5 s clip)."""
+        for index in progress(range(0, len(self.items), len(FRAMES)), desc=f"decoding {self.split} audio",
+                              disable=not show_progress):
+            self.waveform(index)
 
     def pseudo_mask_path(self, item: FrameItem) -> Path:
         return self.pseudo_mask_dir / f"{item.key}.png"
@@ -604,13 +627,14 @@ class AVSBench(torch.utils.data.Dataset):
 
     def audio(self, index) -> torch.Tensor:
         """The log spectrogram (1, 257, 300) of the 3 s around the item's frame."""
-        item = self.items[index]
-        wave, sample_rate = read_wav(item.wav_path)
-        return log_spectrogram(wave, sample_rate, centre_s=item.frame - 0.5)
+        return spectrogram_at(self.waveform(index), centre_s=self.items[index].frame - 0.5)
 
     def __getitem__(self, index):
+        """index: an item number, or (item number, seed, epoch) for a training item, whose augmentation is drawn
+        from that key alone (any number of loader workers, and a resumed epoch, see the same)."""
+        index, *aug_key = index if isinstance(index, tuple) else (index,)
         item = self.items[index]
-        aug = draw_augmentation(self.augment, self.img_size, [*self.aug_key, index]) if self.augment else None
+        aug = draw_augmentation(self.augment, self.img_size, [*aug_key, index]) if self.augment else None
         image, frame_size = load_image(item.image_path, self.img_size, aug)  # (3, S, S)
         sample = {"image": image, "audio": self.audio(index)}
         if aug is None:       # training frames carry no GT mask: nothing trains on it, and a crop would move it

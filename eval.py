@@ -111,6 +111,17 @@ class Scores:
             for key, p in zip(keys, prob):
                 self.predictions[key] = (p * 255).round().to(torch.uint8).numpy()
 
+    @classmethod
+    def merged(cls, parts):
+        """One Scores holding the frames of several (the shares of several processes)."""
+        whole = cls(keep_predictions=any(part.predictions is not None for part in parts))
+        for part in parts:
+            for name in ("iou", "curves", "videos", "categories", "keys", "area"):
+                getattr(whole, name).extend(getattr(part, name))
+            if part.predictions is not None:
+                whole.predictions.update(part.predictions)
+        return whole
+
     def video_iou(self):
         iou = torch.cat(self.iou)
         per_video = {}

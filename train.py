@@ -18,9 +18,10 @@ WS-AVS has two phases (wsavs.py, section 5 then 6):
 The run ends with the test split evaluated with best.pt (as eval.py does).
 
 Several GPUs: torchrun --nproc_per_node N train.py ... (gloo on CPU, nccl on GPU; torchrun's --nnodes,
---node_rank and --rdzv_endpoint for several machines). --batch-size is per process, and the M2ICL
-negatives come from every process, so N processes with batch b train like one with batch N b. Rank 0
-alone runs phase 1 (the others wait) and writes checkpoints, logs and pseudo masks.
+--node_rank and --rdzv_endpoint for several machines). --batch-size is per process, and the M2ICL and C2AM
+negatives come from every process, so N processes with batch b train like one with batch N b. Every process
+runs both phases on its share of the frames and writes its share of the pseudo masks; rank 0 validates and
+writes checkpoints and logs. A process that fails stops every process within seconds, with its error line.
 
 --method picks the network and loss (paper section 4.2):
   wsavs   the method above; --no-avf / --no-pmr drop either loss (Table 2), --fusion-stages k fuses and
@@ -39,6 +40,7 @@ import json
 import os
 import random
 import sys
+import threading
 import time
 from dataclasses import asdict, fields
 from functools import partial
@@ -49,12 +51,12 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Sampler, Subset
 
 import eval as evaluation
 from data import (SPLITS, SUBSET_DIRS, SYNTH_MARKER, AVSBench, DataError, checked, collate, device_name,
-                  error_line, non_negative_int, progress, synthesize, synthetic_stamp, writable_folder,
-                  write_mask_png)
+                  error_line, non_negative_int, positive_int, progress, synthesize, synthetic_stamp,
+                  writable_folder, write_mask_png)
 from wsavs import (PMR_FIELDS, PMR_VERSION, PRESETS, RANGES, Config, PretrainedWeightsError, PseudoMaskNet,
                    border_activation, c2am_step_loss, check_range, decide_polarity, differences, m2icl_loss,
                    preset_config, pseudo_masks, saliency_step_loss, wsavs_loss)
@@ -149,6 +151,9 @@ def parse_args(argv=None):
                    help="only check every file of the three splits (opened, headers and masks validated), then exit")
     p.add_argument("--save-every", type=non_negative_int, default=0,
                    help="also write <out>/last.pt every N training steps (default 0: at epoch ends only)")
+    p.add_argument("--log-every", type=positive_int, default=50,
+                   help="read the running losses off the device every N steps: the progress bar's loss and the "
+                        "non-finite check (the only per-step host synchronisation; default 50)")
     p.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"],
                    help="mixed precision: bf16 (CUDA or CPU) or fp16 (CUDA, with loss scaling); default off")
     p.add_argument("--demo", action="store_true",
@@ -195,32 +200,87 @@ def loader(dataset, batch_size, workers):
     return DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate)
 
 
-def train_loader(dataset, batch_size, workers, seed, epoch, rank=0, world=1, skip=0):
-    """This process's batches of one epoch: DistributedSampler's shard of the (seed, epoch) permutation, cut
-    into batches, the first `skip` left out (a resumed epoch). Step k of all ranks together is the batch a
-    single process with batch N b would see. Augmentation is keyed by (seed, epoch) too. The loader draws its
-    workers' seed from a generator of its own: from torch's global one it would shift the dropout masks that
-    follow, and a resumed epoch would no longer replay the interrupted one."""
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
-    sampler.set_epoch(epoch)
-    batches = list(BatchSampler(sampler, batch_size, drop_last=len(dataset) // world >= batch_size))[skip:]
-    dataset.set_epoch(seed, epoch)
-    return DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate,
-                      generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+class EpochBatches(Sampler):
+    """This process's batches of one epoch (set_epoch): DistributedSampler's shard of the (seed, epoch)
+    permutation, cut into batches, the first `skip` left out (a resumed epoch). Step k of all ranks together is
+    the batch a single process with batch N b would see. Each item goes out as (index, seed, epoch), the key of
+    its augmentation, so workers kept alive between epochs need no word of the epoch."""
+
+    def __init__(self, dataset, batch_size, seed, rank=0, world=1):
+        self.sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed,
+                                          drop_last=True)
+        self.batch_size, self.seed, self.drop_last = batch_size, seed, len(dataset) // world >= batch_size
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch, skip=0):
+        self.sampler.set_epoch(epoch)
+        self.batches = [[(index, self.seed, epoch) for index in batch]
+                        for batch in BatchSampler(self.sampler, self.batch_size, self.drop_last)][skip:]
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self):
+        return len(self.batches)
+
+
+def train_loader(dataset, batch_size, workers, seed, rank=0, world=1, pin_memory=False):
+    """Training batches, epoch after epoch (loader.batch_sampler.set_epoch(epoch, skip) before each), from
+    workers kept alive between epochs; every clip is decoded once, before the workers start, into a cache they
+    share. The loader draws its workers' seed from a generator of its own: from torch's global one it would shift
+    the dropout masks that follow, and a resumed epoch would no longer replay the interrupted one."""
+    dataset.cache_audio(show_progress=rank == 0)
+    return DataLoader(dataset, batch_sampler=EpochBatches(dataset, batch_size, seed, rank, world),
+                      num_workers=workers, persistent_workers=workers > 0, pin_memory=pin_memory,
+                      collate_fn=collate, generator=torch.Generator().manual_seed(seed))
 
 
 def setup_distributed(device_name):
-    """(rank, world size, device). torchrun sets WORLD_SIZE, RANK and LOCAL_RANK; a plain run is rank 0 of 1."""
+    """(rank, world size, device, FailTogether or None). torchrun sets WORLD_SIZE, RANK and LOCAL_RANK; a plain
+    run is rank 0 of 1."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
-        return 0, 1, evaluation.pick_device(device_name)
+        return 0, 1, evaluation.pick_device(device_name), None
     local_rank = int(os.environ["LOCAL_RANK"])
     use_cuda = torch.cuda.is_available() and device_name != "cpu"
     if use_cuda:
         torch.cuda.set_device(local_rank)
-    # long timeout: the other ranks wait at a barrier while rank 0 runs phase 1
-    dist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(hours=12))
-    return dist.get_rank(), world, torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    # Errors stop every process through FailTogether; the timeout only bounds a process that hangs. The longest
+    # wait is the other ranks' while rank 0 validates or saves.
+    dist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(minutes=30))
+    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    return dist.get_rank(), world, device, FailTogether(dist.distributed_c10d._get_default_store())
+
+
+class FailTogether:
+    """Fail fast across processes. The first process to fail posts its error line in the rendezvous store; a
+    thread in every process polls the store and, seeing a line posted by another, prints it and exits 1 at once:
+    this process may be blocked in a collective waiting for the failed one, which only the process-group timeout
+    would end."""
+    KEY = "wsavs/error"
+
+    def __init__(self, store, interval=0.5):
+        self.store, self.interval, self.failed_here = store, interval, threading.Event()
+        threading.Thread(target=self.watch, daemon=True).start()
+
+    def watch(self):
+        try:
+            while not self.store.check([self.KEY]):
+                time.sleep(self.interval)
+        except Exception:                                        # the store's host has ended: so has the run
+            return
+        if not self.failed_here.is_set():
+            sys.stdout.flush()
+            print(f"error: {self.store.get(self.KEY).decode()}", file=sys.stderr, flush=True)
+            os._exit(1)
+
+    def post(self, line):
+        """This process failed with `line`: returns the line every process prints (the first posted), once the
+        others' watchers have had the time to print it."""
+        self.failed_here.set()
+        first = self.store.compare_set(self.KEY, "", line).decode()
+        time.sleep(3 * self.interval)
+        return first
 
 
 class AllGather(torch.autograd.Function):
@@ -246,6 +306,24 @@ def gather_across_ranks(x):
     return AllGather.apply(x), dist.get_rank() * len(x)
 
 
+def average_gradients(parameters, world):
+    """Data parallelism by hand for phase 1, whose steps call the network's parts rather than one forward that
+    DistributedDataParallel could wrap: the mean gradient over processes, one all-reduce of them all flattened."""
+    if world == 1:
+        return
+    grads = [p.grad for p in parameters if p.grad is not None]
+    flat = torch.cat([g.flatten() for g in grads])
+    dist.all_reduce(flat)
+    for grad, mean in zip(grads, (flat / world).split([g.numel() for g in grads])):
+        grad.copy_(mean.view_as(grad))
+
+
+def broadcast_buffers(module, world):
+    """Rank 0's BatchNorm statistics to every process (without SyncBatchNorm each rank's follow its own batches)."""
+    for buffer in module.buffers() if world > 1 else ():
+        dist.broadcast(buffer, 0)
+
+
 def save_atomic(obj, path):
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
@@ -264,9 +342,52 @@ def write_log(out, records):
     os.replace(tmp, out / "log.jsonl")
 
 
-def check_finite(loss, step, what):
-    if not torch.isfinite(loss):
-        raise TrainingError(f"non-finite {what} loss at step {step}; the last good checkpoint is kept")
+NEVER = 2 ** 62
+
+
+class RunningSums:
+    """A training loop's loss sums and its first non-finite step, kept on the device: reading them (check,
+    means) is the loop's only host synchronisation, every --log-every steps, before each checkpoint and at the
+    epoch's end, on every process at the same steps (they reduce over processes)."""
+
+    def __init__(self, what, device, world, sums=None, steps=0):
+        self.what, self.world, self.steps = what, world, steps
+        self.sums = {name: torch.tensor(value, device=device) for name, value in (sums or {}).items()}
+        self.first_bad = torch.tensor(NEVER, device=device)
+
+    def add(self, step, loss, parts):
+        self.first_bad = torch.minimum(self.first_bad, torch.where(torch.isfinite(loss.detach()), NEVER, step))
+        for name, value in {"loss": loss, **parts}.items():
+            self.sums[name] = self.sums.get(name, 0) + value.detach().float()
+        self.steps += 1
+
+    def check(self):
+        """TrainingError naming the first step whose loss was not finite on any process."""
+        first_bad = self.first_bad.clone()
+        if self.world > 1:
+            dist.all_reduce(first_bad, op=dist.ReduceOp.MIN)
+        if first_bad.item() < NEVER:
+            raise TrainingError(f"non-finite {self.what} loss at step {first_bad.item()}; the last good checkpoint "
+                                "is kept")
+
+    def floats(self):
+        """The sums as numbers (checkpoints hold them, for a resumed epoch's means)."""
+        return {name: value.item() for name, value in self.sums.items()}
+
+    def means(self):
+        """{name: mean over the steps so far and over processes}, after check()."""
+        self.check()
+        values = torch.stack(list(self.sums.values())) / max(1, self.steps)
+        if self.world > 1:
+            dist.all_reduce(values)
+            values = values / self.world
+        return dict(zip(self.sums, values.tolist()))
+
+    def log(self, step, bar, every):
+        """Every `every` steps: the non-finite check, and the running mean loss on the progress bar."""
+        if (step + 1) % every == 0:
+            self.check()
+            bar.set_postfix(loss=f"{self.sums['loss'].item() / max(1, self.steps):.3f}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,70 +399,95 @@ def pmr_recipe(args, cfg):
             "config": {name: getattr(cfg, name) for name in PMR_FIELDS}}
 
 
-def train_pmr(args, cfg, device, out):
-    """Phase 1 (wsavs.py section 5): returns the folder of pseudo masks (one 8-bit PNG per training frame, named
-    by item key) and pmr.pt."""
+def train_pmr(args, cfg, device, out, rank=0, world=1):
+    """Phase 1 (wsavs.py section 5) on every process, each on its share of the frames: returns the folder of
+    pseudo masks (one 8-bit PNG per training frame, named by item key) and pmr.pt."""
     pseudo_dir = Path(args.pseudo_masks) if args.pseudo_masks else out / "pseudo_masks"
     recipe = pmr_recipe(args, cfg)
     done = pseudo_dir / "done.json"
     if done.is_file() and json.loads(done.read_text()) == recipe:
-        print(f"PMR: reusing pseudo masks in {pseudo_dir} (delete the folder to regenerate)")
+        if rank == 0:
+            print(f"PMR: reusing pseudo masks in {pseudo_dir} (delete the folder to regenerate)")
         return pseudo_dir
 
     train_set = AVSBench(args.root, args.subset, "train", img_size=cfg.img_size, augment=cfg.augment)
     net = PseudoMaskNet(cfg).to(device)
-    seed_everything(args.seed)
+    if world > 1 and device.type == "cuda":                      # batch statistics over all N b frames
+        net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    seed_everything(args.seed + rank)                            # each process draws its own warps and orders
+    gather = gather_across_ranks if world > 1 else None
+    batches = train_loader(train_set, cfg.batch_size, args.workers, args.seed, rank, world, device.type == "cuda")
 
-    # 1a. C2AM: contrast foreground and background features; polarity decided after the first epoch
-    optimizer = torch.optim.Adam(list(net.visual_encoder.parameters()) + list(net.activation_head.parameters()),
-                                 lr=cfg.lr)
+    def train_step(step, loss, parts, optimizer, parameters, sums, bar):
+        sums.add(step, loss, parts)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        average_gradients(parameters, world)
+        optimizer.step()
+        sums.log(step, bar, args.log_every)
+
+    # 1a. C2AM: contrast foreground and background features (of every process's frames); polarity decided
+    # after the first epoch
+    parameters = list(net.visual_encoder.parameters()) + list(net.activation_head.parameters())
+    optimizer = torch.optim.Adam(parameters, lr=cfg.lr)
     for epoch in range(cfg.pmr_epochs):
         net.train()
-        border = []
-        for step, batch in enumerate(progress(train_loader(train_set, cfg.batch_size, args.workers, args.seed, epoch),
-                                              desc=f"PMR C2AM {epoch + 1}/{cfg.pmr_epochs}")):
-            image = batch["image"].to(device)                      # (B, 3, S, S)
-            loss, activation = c2am_step_loss(net, image)
-            check_finite(loss, step, "C2AM")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            border.append(border_activation(activation, image.shape[-2:]).item())
+        batches.batch_sampler.set_epoch(epoch)
+        sums = RunningSums("C2AM", device, world)
+        bar = progress(batches, desc=f"PMR C2AM {epoch + 1}/{cfg.pmr_epochs}", disable=rank != 0)
+        for step, batch in enumerate(bar):
+            image = batch["image"].to(device, non_blocking=True)      # (B, 3, S, S)
+            loss, activation = c2am_step_loss(net, image, gather)
+            border = border_activation(activation, image.shape[-2:])
+            train_step(step, loss, {"border": border}, optimizer, parameters, sums, bar)
+        means = sums.means()
         if epoch == 0:
-            decide_polarity(net, np.mean(border))
-        print(f"PMR C2AM epoch {epoch + 1}/{cfg.pmr_epochs}  loss {loss.item():.4f}  border activation "
-              f"{np.mean(border):.3f}  polarity {'flipped' if net.flip_polarity else 'kept'}")
+            decide_polarity(net, means["border"])
+        if rank == 0:
+            print(f"PMR C2AM epoch {epoch + 1}/{cfg.pmr_epochs}  loss {means['loss']:.4f}  border activation "
+                  f"{means['border']:.3f}  polarity {'flipped' if net.flip_polarity else 'kept'}")
+    broadcast_buffers(net, world)
 
     # 1b. saliency head trained on the class-agnostic map's cues, encoder and map frozen
-    optimizer = torch.optim.Adam(net.saliency_head.parameters(), lr=cfg.lr)
+    parameters = list(net.saliency_head.parameters())
+    optimizer = torch.optim.Adam(parameters, lr=cfg.lr)
     for epoch in range(cfg.pmr_epochs):
-        for step, batch in enumerate(progress(train_loader(train_set, cfg.batch_size, args.workers, args.seed, epoch),
-                                              desc=f"PMR saliency {epoch + 1}/{cfg.pmr_epochs}")):
-            loss = saliency_step_loss(net, batch["image"].to(device))
-            check_finite(loss, step, "saliency")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        print(f"PMR saliency epoch {epoch + 1}/{cfg.pmr_epochs}  loss {loss.item():.4f}")
+        batches.batch_sampler.set_epoch(epoch)
+        sums = RunningSums("saliency", device, world)
+        bar = progress(batches, desc=f"PMR saliency {epoch + 1}/{cfg.pmr_epochs}", disable=rank != 0)
+        for step, batch in enumerate(bar):
+            loss = saliency_step_loss(net, batch["image"].to(device, non_blocking=True))
+            train_step(step, loss, {}, optimizer, parameters, sums, bar)
+        means = sums.means()
+        if rank == 0:
+            print(f"PMR saliency epoch {epoch + 1}/{cfg.pmr_epochs}  loss {means['loss']:.4f}")
+    broadcast_buffers(net, world)
 
-    # 1c. Eq. 6 pseudo masks for every training frame; their agreement with the training GT is printed
-    # as a diagnostic only (it is never used for training)
+    # 1c. Eq. 6 pseudo masks for every training frame, each process its share; their agreement with the
+    # training GT is printed as a diagnostic only (it is never used for training)
     net.eval()
     pseudo_dir.mkdir(parents=True, exist_ok=True)
-    save_atomic({"model": net.state_dict(), "config": asdict(cfg)}, pseudo_dir / "pmr.pt")
+    if rank == 0:
+        save_atomic({"model": net.state_dict(), "config": asdict(cfg)}, pseudo_dir / "pmr.pt")
     plain_set = AVSBench(args.root, args.subset, "train", img_size=cfg.img_size)
+    share = Subset(plain_set, range(rank, len(plain_set), world))
     scores = evaluation.Scores()
-    for batch in progress(loader(plain_set, cfg.batch_size, args.workers), desc="PMR pseudo masks"):
+    for batch in progress(loader(share, cfg.batch_size, args.workers), desc="PMR pseudo masks", disable=rank != 0):
         pseudo = pseudo_masks(net, batch["image"].to(device)).cpu()        # (B, 1, S, S)
         for key, mask in zip(batch["key"], pseudo):
             write_mask_png(pseudo_dir / f"{key}.png", mask[0].numpy())
         rows = [i for i, has in enumerate(batch["has_mask"].tolist()) if has]
         if rows:
             evaluation.score_batch(scores, pseudo[rows], batch, rows, mode="nearest")
-    result = scores.summary()
-    print(f"PMR: wrote {len(plain_set)} pseudo masks to {pseudo_dir}; against the training GT (diagnostic): "
-          f"mIoU {100 * result['miou']:.2f}  F {100 * result['fscore']:.2f}")
-    done.write_text(json.dumps(recipe))
+    if world > 1:                                                # also: every share is written past this point
+        shares = [None] * world
+        dist.all_gather_object(shares, scores)
+        scores = evaluation.Scores.merged(shares)
+    if rank == 0:
+        result = scores.summary()
+        print(f"PMR: wrote {len(plain_set)} pseudo masks to {pseudo_dir}; against the training GT (diagnostic): "
+              f"mIoU {100 * result['miou']:.2f}  F {100 * result['fscore']:.2f}")
+        done.write_text(json.dumps(recipe))
     return pseudo_dir
 
 
@@ -350,15 +496,15 @@ def train_pmr(args, cfg, device, out):
 
 def batch_loss(args, cfg, model, batch, video_ids, device, gather):
     """(loss, {part: value}) of one batch for the chosen method."""
-    image = batch["image"].to(device)
+    image = batch["image"].to(device, non_blocking=True)
     if args.method == "cam":
-        loss = F.cross_entropy(model(image)["class_logits"], batch["category"].to(device))
+        loss = F.cross_entropy(model(image)["class_logits"], batch["category"].to(device, non_blocking=True))
         return loss, {"cls": loss.detach()}
-    out = model(image, batch["audio"].to(device))
+    out = model(image, batch["audio"].to(device, non_blocking=True))
     if args.method == "ezvsl":
         loss = m2icl_loss(out["audio_embed"], out["visual_maps"], video_ids, cfg.tau, gather, cfg.mask_same_video)
         return loss, {"avf": loss.detach()}
-    pseudo_mask = batch["pseudo_mask"].to(device) if args.pmr else None
+    pseudo_mask = batch["pseudo_mask"].to(device, non_blocking=True) if args.pmr else None
     return wsavs_loss(out, pseudo_mask, video_ids, cfg, avf=args.avf, pmr=args.pmr, gather=gather)
 
 
@@ -414,13 +560,14 @@ def train_network(args, cfg, device, out, pseudo_dir, rank=0, world=1):
     autocast = torch.autocast(device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp),
                               enabled=args.amp != "off")
 
-    def checkpoint(epoch, step, val=None):
+    def checkpoint(epoch, step, sums, val=None):
         """Rank 0 writes last.pt (temp file + rename): after `step` batches of epoch `epoch` (0-based), with the
-        log records up to there, from which --resume rewrites log.jsonl (and best.pt if a kill came between)."""
+        log records up to there, from which --resume rewrites log.jsonl (and best.pt if a kill came between).
+        Every process has checked that no loss so far was non-finite (sums.check or sums.means)."""
         if rank == 0:
             ckpt = {"method": args.method, "model": network.state_dict(), **run_record(args),
                     "epoch": epoch, "step": step, "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                    "best_miou": best_miou, "best_epoch": best_epoch, "totals": totals, "rng": rng_state(),
+                    "best_miou": best_miou, "best_epoch": best_epoch, "totals": sums.floats(), "rng": rng_state(),
                     "val": val, "log": [r for r in log if "epoch" not in r or r["epoch"] <= epoch]}
             save_atomic(ckpt, out / "last.pt")
             return ckpt
@@ -428,34 +575,30 @@ def train_network(args, cfg, device, out, pseudo_dir, rank=0, world=1):
     if rank == 0:
         write_log(out, log)
 
+    batches = train_loader(train_set, cfg.batch_size, args.workers, args.seed + 1000, rank, world,
+                           device.type == "cuda")
     for epoch in range(start_epoch, cfg.epochs):
         started = time.time()
         model.train()
         skip = start_step if epoch == start_epoch else 0
-        if skip == 0:
-            totals = {}
-        batches = train_loader(train_set, cfg.batch_size, args.workers, args.seed + 1000, epoch, rank, world, skip)
+        batches.batch_sampler.set_epoch(epoch, skip)
         steps = skip + len(batches)
+        sums = RunningSums(args.method, device, world, totals if skip else None, skip)
         bar = progress(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", initial=skip, total=steps, disable=rank != 0)
         for step, batch in enumerate(bar, start=skip):
-            video_ids = torch.tensor([video_index[v] for v in batch["video"]], device=device)
+            video_ids = torch.tensor([video_index[v] for v in batch["video"]]).to(device, non_blocking=True)
             with autocast:
                 loss, parts = batch_loss(args, cfg, model, batch, video_ids, device, gather)
-            check_finite(loss, epoch * steps + step, args.method)
+            sums.add(epoch * steps + step, loss, parts)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            for name, value in (("loss", loss.detach()), *parts.items()):
-                totals[name] = totals.get(name, 0.0) + value.item()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            sums.log(step, bar, args.log_every)
             if args.save_every and (step + 1) % args.save_every == 0 and step + 1 < steps:
-                checkpoint(epoch, step + 1)
-        totals = {k: v / max(1, steps) for k, v in totals.items()}
-        if world > 1:                                            # the log shows the mean over processes
-            values = torch.tensor(list(totals.values()), dtype=torch.float64, device=device)
-            dist.all_reduce(values)
-            totals = dict(zip(totals, (values / world).tolist()))
+                sums.check()
+                checkpoint(epoch, step + 1, sums)
+        totals = sums.means()                                    # the log shows the mean over processes
         if rank == 0:
             val = evaluation.evaluate(network, loader(val_set, cfg.batch_size, args.workers), device,
                                       desc="val").summary()
@@ -464,7 +607,7 @@ def train_network(args, cfg, device, out, pseudo_dir, rank=0, world=1):
                 best_miou, best_epoch = val["miou"], epoch + 1
             log.append({"epoch": epoch + 1, **totals, "val_miou": val["miou"], "val_fscore": val["fscore"],
                         "seconds": round(time.time() - started, 1)})
-            ckpt = checkpoint(epoch + 1, 0, {"miou": val["miou"], "fscore": val["fscore"]})
+            ckpt = checkpoint(epoch + 1, 0, sums, {"miou": val["miou"], "fscore": val["fscore"]})
             if best:
                 save_atomic(model_only(ckpt), out / "best.pt")
             write_log(out, log)
@@ -553,83 +696,93 @@ def check_outputs(args, out):
                             "--overwrite replaces them, or choose another --pseudo-masks")
 
 
-def check_data(args, rank):
-    """Every file of the three splits opened and validated (data.AVSBench.check)."""
+def check_data(args, rank=0, world=1):
+    """Every file of the three splits opened and validated (data.AVSBench.check), each process its share."""
     started = time.time()
     videos = {}
     for split in SPLITS:
         dataset = AVSBench(args.root, args.subset, split)
-        dataset.check(show_progress=rank == 0)
+        dataset.check(show_progress=rank == 0, rank=rank, world=world)
         videos[split] = len(dataset.videos)
     if rank == 0:
         print(f"data: {args.subset} train/val/test {videos['train']}/{videos['val']}/{videos['test']} videos in "
               f"{dataset.root}, every file checked in {time.time() - started:.1f}s")
 
 
+ERRORS = (DataError, evaluation.CheckpointError, PretrainedWeightsError, TrainingError)
+
+
 def main(argv=None):
     args = parse_args(argv)
-    started = time.time()
-    rank, world, device = setup_distributed(args.device)
-    if rank == 0:
-        print(f"{recipe_line(args)}\nmethod {args.method}, {args.subset}, seed {args.seed}")
+    rank, world, device, fail_together = setup_distributed(args.device)
     try:
-        marker = Path(args.root) / SUBSET_DIRS["s4"] / SYNTH_MARKER
-        stale = marker.is_file() and marker.read_text() != synthetic_stamp("s4", DEMO_VIDEOS, 0, size=DEMO_SIZE)
-        if rank == 0 and args.demo and (stale or not (marker.parent / "s4_meta_data.csv").is_file()):
-            print(f"demo: writing a synthetic S4 set of {DEMO_VIDEOS} videos to {args.root}")
-            synthesize(args.root, "s4", videos=DEMO_VIDEOS, seed=0, size=DEMO_SIZE)
-        if world > 1:
-            dist.barrier()
-        args.root = str(Path(args.root).resolve())                # checkpoints work from any folder
-        if args.check_data:
-            check_data(args, rank)
-            return
-        out = writable_folder(args.out)
-        if args.pseudo_masks:
-            writable_folder(args.pseudo_masks, "--pseudo-masks")
-        if rank == 0:
-            check_outputs(args, out)
-        check_data(args, rank)                                     # bad data fails now, not after hours
-        cfg = args.cfg
-        if rank == 0:
-            with open(out / "log.jsonl", "a") as f:
-                f.write(json.dumps({"start": time.strftime("%Y-%m-%d %H:%M:%S"), "method": args.method,
-                                    **run_record(args)}) + "\n")
-        seed_everything(args.seed)
-
-        needs_pmr = args.method == "c2am" or (args.method == "wsavs" and args.pmr)
-        pseudo_dir = None
-        if needs_pmr:                                              # phase 1 on rank 0; the others wait
-            pseudo_dir = train_pmr(args, cfg, device, out) if rank == 0 else None
-            if world > 1:
-                shared = [pseudo_dir]
-                dist.broadcast_object_list(shared)
-                pseudo_dir = shared[0]
-        if args.method == "c2am":
-            if rank == 0:
-                model = c2am_checkpoint(args, cfg, device, out, pseudo_dir)
-        else:
-            model = train_network(args, cfg, device, out, pseudo_dir, rank, world)
-
-        if rank == 0:
-            best = evaluation.load_checkpoint(out / "best.pt", map_location=device)
-            model.load_state_dict(best["model"])
-            test_set = AVSBench(args.root, args.subset, "test", img_size=cfg.img_size)
-            scores = evaluation.evaluate(model, loader(test_set, cfg.batch_size, args.workers), device,
-                                         keep_predictions=True, desc="test")
-            print(f"test (best.pt, epoch {best['epoch']}):")
-            about = {"checkpoint": str((out / "best.pt").resolve()), "method": args.method, "epoch": best["epoch"],
-                     "preset": args.preset, "differs": differences(cfg, args.preset), "root": args.root,
-                     "subset": args.subset, "split": "test", "audio": "true"}
-            evaluation.report(scores, test_set, out / "eval-best-test", n_sample=8, n_worst=8, about=about)
-            print(f"done in {(time.time() - started) / 60:.1f} min")
+        run(args, rank, world, device)
+    except Exception as e:
+        if world > 1:                                  # every process stops with the first failed one's line
+            known = isinstance(e, ERRORS)
+            line = fail_together.post(error_line(e) if known else f"rank {rank}: {type(e).__name__}: {e}")
+            if known:
+                raise TrainingError(line) from None
+        raise
     finally:
         if world > 1:
             dist.destroy_process_group()
 
 
+def run(args, rank, world, device):
+    started = time.time()
+    if rank == 0:
+        print(f"{recipe_line(args)}\nmethod {args.method}, {args.subset}, seed {args.seed}")
+    marker = Path(args.root) / SUBSET_DIRS["s4"] / SYNTH_MARKER
+    stale = marker.is_file() and marker.read_text() != synthetic_stamp("s4", DEMO_VIDEOS, 0, size=DEMO_SIZE)
+    if rank == 0 and args.demo and (stale or not (marker.parent / "s4_meta_data.csv").is_file()):
+        print(f"demo: writing a synthetic S4 set of {DEMO_VIDEOS} videos to {args.root}")
+        synthesize(args.root, "s4", videos=DEMO_VIDEOS, seed=0, size=DEMO_SIZE)
+    if world > 1:
+        dist.barrier()
+    args.root = str(Path(args.root).resolve())                # checkpoints work from any folder
+    if args.check_data:
+        check_data(args, rank, world)
+        return
+    out = writable_folder(args.out)
+    if args.pseudo_masks:
+        writable_folder(args.pseudo_masks, "--pseudo-masks")
+    if rank == 0:
+        check_outputs(args, out)
+    check_data(args, rank, world)                              # bad data fails now, not after hours
+    cfg = args.cfg
+    if rank == 0:
+        with open(out / "log.jsonl", "a") as f:
+            f.write(json.dumps({"start": time.strftime("%Y-%m-%d %H:%M:%S"), "method": args.method,
+                                **run_record(args)}) + "\n")
+    seed_everything(args.seed)
+
+    needs_pmr = args.method == "c2am" or (args.method == "wsavs" and args.pmr)
+    pseudo_dir = None
+    if needs_pmr:
+        pseudo_dir = train_pmr(args, cfg, device, out, rank, world)
+    if args.method == "c2am":
+        if rank == 0:
+            model = c2am_checkpoint(args, cfg, device, out, pseudo_dir)
+    else:
+        model = train_network(args, cfg, device, out, pseudo_dir, rank, world)
+
+    if rank == 0:
+        best = evaluation.load_checkpoint(out / "best.pt", map_location=device)
+        model.load_state_dict(best["model"])
+        test_set = AVSBench(args.root, args.subset, "test", img_size=cfg.img_size)
+        scores = evaluation.evaluate(model, loader(test_set, cfg.batch_size, args.workers), device,
+                                     keep_predictions=True, desc="test")
+        print(f"test (best.pt, epoch {best['epoch']}):")
+        about = {"checkpoint": str((out / "best.pt").resolve()), "method": args.method, "epoch": best["epoch"],
+                 "preset": args.preset, "differs": differences(cfg, args.preset), "root": args.root,
+                 "subset": args.subset, "split": "test", "audio": "true"}
+        evaluation.report(scores, test_set, out / "eval-best-test", n_sample=8, n_worst=8, about=about)
+        print(f"done in {(time.time() - started) / 60:.1f} min")
+
+
 if __name__ == "__main__":
     try:
         main()
-    except (DataError, evaluation.CheckpointError, PretrainedWeightsError, TrainingError) as e:
+    except ERRORS as e:
         sys.exit(f"error: {error_line(e)}")

@@ -405,11 +405,16 @@ def sim_min(x, y):
     return -torch.log(1 - _pairwise_cos(x, y)).mean()
 
 
-def c2am_loss(features, activation, self_pairs=True):
-    """features (B, D, h, w), activation A (B, 1, h, w): contrast foreground and background features."""
+def c2am_loss(features, activation, self_pairs=True, gather=None):
+    """features (B, D, h, w), activation A (B, 1, h, w): contrast foreground and background features.
+    gather (several processes, as in m2icl_loss): the contrast runs over every rank's pooled vectors, (N B, D)
+    each, with gradients; each rank computes the same loss on them, so the mean gradient over ranks is the one
+    of a single process with the global batch."""
     hw = features.shape[-2] * features.shape[-1]
     foreground = (activation * features).sum(dim=(2, 3)) / hw        # (B, D)
     background = ((1 - activation) * features).sum(dim=(2, 3)) / hw  # (B, D)
+    if gather:
+        foreground, background = gather(foreground)[0], gather(background)[0]       # (N B, D)
     return sim_max(foreground, self_pairs) + sim_min(foreground, background) + sim_max(background, self_pairs)
 
 
@@ -442,11 +447,11 @@ def equivariance_loss(activation, warped_activation, theta):
     return (warp(activation, theta) - warped_activation).abs().mean()
 
 
-def c2am_step_loss(net, image):
+def c2am_step_loss(net, image, gather=None):
     """One step of phase 1a, the C2AM loss of a batch (B, 3, S, S) -> (loss, A of the batch's frames).
     Additions (Config): channel_shuffle trains on frames in random RGB orders, so that the map cannot split
     frames by hue; equivariance > 0 appends a zoomed/flipped copy of every frame, contrasted with the others,
-    and asks its map to be the warped map. With neither, this is CCAM's loss on the batch."""
+    and asks its map to be the warped map. With neither, this is CCAM's loss on the batch. gather: c2am_loss."""
     cfg = net.cfg
     if cfg.channel_shuffle:
         image = shuffle_channels(image)
@@ -455,7 +460,7 @@ def c2am_step_loss(net, image):
         image = torch.cat([image, warp(image, theta)])                           # (2B, 3, S, S)
     _, features = net.features(image)
     activation = net.activation(features)
-    loss = c2am_loss(features, activation, cfg.c2am_self_pairs)
+    loss = c2am_loss(features, activation, cfg.c2am_self_pairs, gather)
     if cfg.equivariance > 0:
         activation, warped = activation.chunk(2)
         loss = loss + cfg.equivariance * equivariance_loss(activation, warped, theta)

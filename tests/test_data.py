@@ -154,9 +154,8 @@ def test_flip_augmentation_moves_image_and_pseudo_mask_together(root, tmp_path, 
     assert pseudo[0, :, :90].eq(1).all() and pseudo[0, :, 90:].eq(0).all()  # >127 = foreground, nearest resize
     orientations = []
     for epoch in range(16):                               # the flip is drawn from (seed, epoch, index) alone
-        augmented.set_epoch(0, epoch)
-        item = augmented[0]
-        assert torch.equal(augmented[0]["image"], item["image"])
+        item = augmented[0, 0, epoch]
+        assert torch.equal(augmented[0, 0, epoch]["image"], item["image"])
         assert "mask" not in item                         # training frames carry no GT
         flipped = not torch.equal(item["image"], reference["image"])
         orientations.append(flipped)
@@ -181,9 +180,8 @@ def test_crop_flip_augmentation_crops_frame_and_pseudo_mask_alike(root, tmp_path
     resized = round(1.1 * img_size)
     lefts = set()
     for epoch in range(12):
-        augmented.set_epoch(3, epoch)
         aug = data.draw_augmentation("crop-flip", img_size, [3, epoch, 0])
-        item = augmented[0]
+        item = augmented[0, 3, epoch]
         assert item["image"].shape == (3, img_size, img_size) and item["pseudo_mask"].shape == (1, img_size, img_size)
         assert aug.resized == resized and 0 <= aug.left <= resized - img_size and 0 <= aug.top <= resized - img_size
         lefts.add(aug.left)

@@ -3,6 +3,7 @@ one-line errors of train.py on bad input."""
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,9 +19,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 import eval as evaluation
 import train
-from data import SAMPLE_RATE, log_spectrogram, synthesize
+from data import SAMPLE_RATE, AVSBench, log_spectrogram, synthesize
 from test_train_eval import TINY, error_of, run_script
-from wsavs import WSAVS, m2icl_loss, preset_config, wsavs_loss
+from wsavs import WSAVS, PseudoMaskNet, c2am_step_loss, m2icl_loss, preset_config, wsavs_loss
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -107,6 +108,49 @@ def test_m2icl_traffic_does_not_grow_with_the_maps(tmp_path):
     # forward: this rank's video ids (3 int64), audio (3 x D) and, per stage, its (3, N B) block of scores;
     # backward: the gradients of the gathered audio (N B x D) and of each stage's (N B, N B) scores (float32)
     assert small == 8 * 3 + 4 * (3 * d + stages * 3 * nb) + 4 * (nb * d + stages * nb * nb)
+
+
+PLAIN_C2AM = preset_config("small", dim=16, decoder_dim=8, img_size=64, equivariance=0.0, channel_shuffle=False,
+                           c2am_self_pairs=True)        # CCAM's loss: no random warps or channel orders
+
+
+def c2am_loss_and_grads(shard, gather, world=1):
+    torch.manual_seed(0)
+    net = PseudoMaskNet(PLAIN_C2AM).eval()                # BatchNorm on running statistics, as above
+    images = torch.randn(6, 3, 64, 64, generator=torch.Generator().manual_seed(2))[shard]
+    loss, _ = c2am_step_loss(net, images, gather)
+    loss.backward()
+    train.average_gradients(list(net.parameters()), world)
+    return loss.detach(), {name: p.grad.clone() for name, p in net.named_parameters() if p.grad is not None}
+
+
+def c2am_rank_worker(rank, world, init_file, result_file):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    loss, grads = c2am_loss_and_grads(slice(3 * rank, 3 * rank + 3), train.gather_across_ranks, world)
+    if rank == 0:
+        torch.save({"loss": loss, "grads": grads}, result_file)
+    dist.destroy_process_group()
+
+
+def test_c2am_on_two_processes_equals_one_with_the_global_batch(tmp_path):
+    """Phase 1 on every process: C2AM contrasts every rank's pooled foreground/background vectors."""
+    mp.spawn(c2am_rank_worker, args=(2, str(tmp_path / "rendezvous"), str(tmp_path / "result.pt")), nprocs=2)
+    result = torch.load(tmp_path / "result.pt", weights_only=True)
+    loss, grads = c2am_loss_and_grads(slice(0, 6), None)
+    local, _ = c2am_loss_and_grads(slice(0, 3), None)
+    assert not torch.allclose(local, loss, rtol=1e-3)        # the global contrast differs from a local one
+    torch.testing.assert_close(result["loss"], loss, rtol=1e-5, atol=1e-6)
+    assert set(result["grads"]) == set(grads) and len(grads) > 10
+    for name, grad in grads.items():
+        torch.testing.assert_close(result["grads"][name], grad, rtol=1e-3, atol=1e-4 * grad.abs().max().item(),
+                                   msg=name)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -268,3 +312,22 @@ def test_wavs_of_any_rate_channels_and_length_train(root, tmp_path):
     train.main(train_args(copy, tmp_path / "out")[1:])
     log = (tmp_path / "out" / "log.jsonl").read_text()
     assert "NaN" not in log and evaluation.load_checkpoint(tmp_path / "out" / "last.pt")["epoch"] == 1
+
+
+def test_an_error_on_one_process_stops_every_process_at_once(root, tmp_path):
+    """Two processes (as torchrun starts them); the data check is shared out, so only rank 1 opens the corrupt
+    frame. Both stop with rank 1's line and exit 1, long before any collective's timeout."""
+    copy = broken_copy(root, tmp_path)
+    corrupt = AVSBench(copy, "s4", "train").items[1].image_path          # rank 1 checks items 1, 3, 5, ...
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
+           "WORLD_SIZE": "2"}
+    started = time.time()
+    processes = [subprocess.Popen([sys.executable, *train_args(copy, tmp_path / "out")], cwd=REPO,
+                                  env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}, text=True,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for rank in (0, 1)]
+    lines = [error_of(subprocess.CompletedProcess(p.args, p.wait(timeout=120), "", p.stderr.read()))
+             for p in processes]
+    assert time.time() - started < 60
+    assert [p.returncode for p in processes] == [1, 1]
+    assert lines[0] == lines[1] == f"error: {corrupt}: corrupt or truncated image (OSError: Truncated File Read)", lines
