@@ -9,14 +9,18 @@ import argparse
 import colorsys
 import csv
 import io
+import itertools
 import os
+import re
 import shutil
 import string
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import Callable, Iterator, NamedTuple, Optional, Tuple
 
+import av
 import numpy as np
 import soundfile
 import torch
@@ -57,7 +61,7 @@ HOP_LENGTH = 160  # 10 ms
 N_SPEC_FRAMES = 300
 LOG_FLOOR = 1e-7
 HANN_WINDOW = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(WIN_LENGTH) / WIN_LENGTH)  # periodic Hann, (400,)
-FFT_WINDOW = np.pad(HANN_WINDOW, (N_FFT - WIN_LENGTH) // 2).astype(np.float32)  # centred in the 512-sample FFT frame
+FFT_WINDOW = np.pad(HANN_WINDOW, (N_FFT - WIN_LENGTH) // 2)  # centred in the 512-sample FFT frame, (512,)
 
 
 class DataError(Exception):
@@ -346,13 +350,17 @@ def augment_image(image: Image.Image, aug: Augmentation, img_size: int, resample
     return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if aug.flip else image
 
 
-def load_image(path, img_size: int, aug: Optional[Augmentation] = None):
-    """RGB frame -> (ImageNet-normalised float32 (3, img_size, img_size), native (width, height))."""
-    image = read_frame(path)
-    native_size = image.size
+def image_tensor(image: Image.Image, img_size: int, aug: Optional[Augmentation] = None) -> torch.Tensor:
+    """RGB image -> ImageNet-normalised float32 (3, img_size, img_size), resized (and augmented)."""
     image = augment_image(image, aug or Augmentation(img_size, 0, 0, False), img_size, Image.BILINEAR)
     pixels = (np.asarray(image, dtype=np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD  # (S, S, 3)
-    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))), native_size  # (3, S, S)
+    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))  # (3, S, S)
+
+
+def load_image(path, img_size: int, aug: Optional[Augmentation] = None):
+    """RGB frame file -> (image_tensor, native (width, height))."""
+    image = read_frame(path)
+    return image_tensor(image, img_size, aug), image.size
 
 
 def mask_foreground(path, image: Image.Image) -> np.ndarray:
@@ -497,11 +505,10 @@ def spectrogram_at(wave: np.ndarray, centre_s: float) -> torch.Tensor:
     # The paper's numbers (22050 Hz, 50 ms window, 25 ms hop) cannot give 257 x 300 from 3 s, so we use a
     # consistent setting: 16 kHz (AVSBench's own WAV rate), 512-point FFT = 257 bins, 25 ms Hann window, 10 ms hop
     # (centred STFT: 301 frames, keep the first 300), and log(|X| + 1e-7), which stays finite for silence.
-    # float32 throughout: numpy's FFT keeps the input's precision.
     padded = np.pad(window, N_FFT // 2, mode="reflect")  # centred frames, as torch.stft(center=True): (48512,)
     frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP_LENGTH][:N_SPEC_FRAMES]  # (300, 512)
     magnitude = np.abs(np.fft.rfft(frames * FFT_WINDOW, axis=-1))  # (300, 257)
-    log_magnitude = np.log(magnitude + np.float32(LOG_FLOOR)).T  # (257, 300)
+    log_magnitude = np.log(magnitude + LOG_FLOOR).T.astype(np.float32)  # (257, 300)
     return torch.from_numpy(np.ascontiguousarray(log_magnitude))[None]  # (1, 257, 300)
 
 
@@ -654,6 +661,105 @@ def collate(samples: list) -> dict:
     if masks is not None:
         batch["mask"] = masks
     return batch
+
+
+# -----------------------------------------------------------------------------
+# your own clips: a video in any container and codec FFmpeg reads (PyAV), or a folder of frames and a sound file
+
+MIN_CLIP_SECONDS = 1.0
+
+
+class Clip(NamedTuple):
+    """A clip to run a model on. frames() decodes it again each call: (time in s, RGB uint8 (H, W, 3)) of every
+    frame, in order, each shown from its time for 1 / rate s. sound: mono float32 at SAMPLE_RATE, mapped from a
+    file, so that a clip of any length runs in constant memory."""
+    path: Path
+    frames: Callable[[], Iterator[Tuple[float, np.ndarray]]]
+    rate: Fraction
+    sound: np.ndarray
+
+
+def open_media(path):
+    """An opened PyAV container; DataError if missing or unreadable."""
+    if not Path(path).is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        return av.open(str(path))
+    except (av.FFmpegError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: unreadable media file ({describe(exc, path)})") from None
+
+
+def decode_sound(path, scratch: Path) -> np.ndarray:
+    """The first audio stream of a media file (a video or a sound file) as mono float32 at SAMPLE_RATE, decoded by
+    FFmpeg into the file `scratch` and mapped from it. DataError if it has no audio or lasts under 1 s."""
+    with open_media(path) as container:
+        if not container.streams.audio:
+            raise DataError(f"{path}: no audio stream (the model needs the clip's sound)")
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        try:
+            with open(scratch, "wb") as out:
+                for frame in itertools.chain(container.decode(audio=0), [None]):
+                    for chunk in resampler.resample(frame):
+                        out.write(chunk.to_ndarray().tobytes())
+        except av.FFmpegError as exc:
+            raise DataError(f"{path}: corrupt audio stream ({describe(exc, path)})") from None
+    seconds = scratch.stat().st_size / 4 / SAMPLE_RATE
+    if seconds < MIN_CLIP_SECONDS:
+        raise DataError(f"{path}: the sound lasts {seconds:.2f} s; at least {MIN_CLIP_SECONDS:.0f} s is needed")
+    return np.memmap(scratch, dtype=np.float32, mode="r")
+
+
+def video_clip(path, scratch: Path) -> Clip:
+    """A video file with sound. Frame times count from the first frame (the sound from its first sample)."""
+    with open_media(path) as container:
+        if not container.streams.video:
+            raise DataError(f"{path}: no video stream")
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+        seconds = float(stream.duration * stream.time_base) if stream.duration else None
+    if seconds is not None and seconds < MIN_CLIP_SECONDS:
+        raise DataError(f"{path}: the video lasts {seconds:.2f} s; at least {MIN_CLIP_SECONDS:.0f} s is needed")
+    sound = decode_sound(path, scratch)
+
+    def frames():
+        with open_media(path) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            first = None
+            try:
+                for index, frame in enumerate(container.decode(stream)):
+                    time = frame.time if frame.time is not None else index / rate
+                    first = time if first is None else first
+                    yield time - first, frame.to_ndarray(format="rgb24")
+            except av.FFmpegError as exc:
+                raise DataError(f"{path}: corrupt video stream ({describe(exc, path)})") from None
+            if first is None:
+                raise DataError(f"{path}: the video holds no frames")
+    return Clip(Path(path), frames, Fraction(rate), sound)
+
+
+def natural_key(path: Path):
+    """Sort key: frame_2 before frame_10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
+def frames_clip(folder, sound_path, fps: Fraction, scratch: Path) -> Clip:
+    """A folder of frame images (PNG or JPEG, in natural name order) taken at `fps`, and its sound file."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: --frames is not a folder")
+    paths = sorted((p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")), key=natural_key)
+    if not paths:
+        raise DataError(f"{folder}: no PNG or JPEG frames")
+    if len(paths) / fps < MIN_CLIP_SECONDS:
+        raise DataError(f"{folder}: {len(paths)} frames at {fps} fps last {len(paths) / fps:.2f} s; at least "
+                        f"{MIN_CLIP_SECONDS:.0f} s is needed")
+    sound = decode_sound(sound_path, scratch)
+
+    def frames():
+        for index, path in enumerate(paths):
+            yield index / fps, np.asarray(read_frame(path))
+    return Clip(folder, frames, Fraction(fps), sound)
 
 
 # -----------------------------------------------------------------------------

@@ -11,7 +11,11 @@ import itertools
 import json
 import shutil
 import sys
+import tempfile
+from fractions import Fraction
 from pathlib import Path
+
+import av
 
 import numpy as np
 import torch
@@ -19,9 +23,9 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader
 
-from data import (SAMPLE_RATE, S4_CATEGORIES, AVSBench, DataError, collate, device_name, error_line, load_mask,
-                  log_spectrogram, non_negative_int, positive_int, progress, read_frame, read_png, writable_folder,
-                  write_mask_png)
+from data import (SAMPLE_RATE, S4_CATEGORIES, AVSBench, DataError, collate, device_name, error_line, frames_clip,
+                  image_tensor, load_mask, log_spectrogram, non_negative_int, positive_int, progress, read_frame,
+                  read_png, spectrogram_at, video_clip, writable_folder, write_mask_png)
 from wsavs import EZVSL, WSAVS, CAMNet, Config, PretrainedWeightsError, PseudoMaskNet
 
 BETA2 = 0.3
@@ -158,6 +162,9 @@ def format_summary(result):
 
 # ---------------------------------------------------------------------------------------------
 # Running a model
+
+AUDIO_CONTROLS = ("true", "swap", "silent")
+
 
 class AudioControl(torch.utils.data.Dataset):
     """A split with every frame's audio replaced, to see whether a model listens (and the reviewers'
@@ -312,6 +319,112 @@ def report(scores, dataset, out_dir, n_sample, n_worst, about=None):
     return result
 
 
+# ---------------------------------------------------------------------------------------------
+# Your own clip (--video, or --frames with --audio): probability PNGs, a contact sheet, an overlay video
+
+def clip_samples(clip, fps):
+    """(sample index k, the time its 3 s of sound are centred on, RGB frame) of the frames the model sees. fps
+    (a Fraction): the frame on screen at (k + 0.5) / fps, for every such time inside the clip (fps 1 on a 5 s
+    clip = AVSBench's 5 frames, heard around 0.5 .. 4.5 s); None: every frame, centred on the middle of the
+    time it is shown."""
+    if fps is None:
+        for k, (time, rgb) in enumerate(clip.frames()):
+            yield k, time + 0.5 / clip.rate, rgb
+        return
+    k, shown, end = 0, None, 0.0
+    for time, rgb in clip.frames():
+        while shown is not None and time > (k + 0.5) / fps:
+            yield k, (k + 0.5) / fps, shown
+            k += 1
+        shown, end = rgb, time + 1 / clip.rate
+    while shown is not None and (k + 0.5) / fps < end:
+        yield k, (k + 0.5) / fps, shown
+        k += 1
+
+
+def thumbnail(rgb, width=160):
+    image = Image.fromarray(rgb)
+    return image.resize((width, max(1, round(width * image.height / image.width))), Image.BILINEAR)
+
+
+@torch.no_grad()
+def run_clip(model, clip, fps, out_dir, scratch, batch_size, device):
+    """Pass 1: the model on every sample, in batches, each with its 3 s of sound: probs/{k:06d}.png at the frame's
+    own size, samples.csv (k, time, predicted foreground share) and a small thumbnail per sample in scratch.
+    Returns the rows."""
+    size = model.cfg.img_size
+    (out_dir / "probs").mkdir(parents=True)
+    rows, batch = [], []
+
+    def flush():
+        images = torch.stack([image_tensor(Image.fromarray(rgb), size) for _, _, rgb in batch]).to(device)
+        audio = torch.stack([spectrogram_at(clip.sound, centre) for _, centre, _ in batch]).to(device)
+        prob = model.predict(images, audio).float().cpu()                      # (b, 1, S, S)
+        for (k, centre, rgb), p in zip(batch, prob):
+            p = F.interpolate(p[None], size=rgb.shape[:2], mode="bilinear", align_corners=False)[0, 0]
+            write_mask_png(out_dir / "probs" / f"{k:06d}.png", p)
+            thumbnail(rgb).save(scratch / f"{k:06d}.png")
+            rows.append((k, centre, (p > 0.5).float().mean().item()))
+        batch.clear()
+
+    expected = round(len(clip.sound) / SAMPLE_RATE * (fps or clip.rate))
+    for sample in progress(clip_samples(clip, fps), desc="frames", total=expected):
+        batch.append(sample)
+        if len(batch) == batch_size:
+            flush()
+    if batch:
+        flush()
+    (out_dir / "samples.csv").write_text("sample,time_s,foreground\n" + "".join(
+        f"{k},{centre:.3f},{share:.4f}\n" for k, centre, share in rows))
+    return rows
+
+
+def contact_sheet(rows, out_dir, scratch, count=16, columns=4):
+    """Up to `count` samples evenly spread over the clip, each thumbnail with its mask, titled time and share."""
+    picked = sorted(set(np.linspace(0, len(rows) - 1, min(count, len(rows))).round().astype(int).tolist()))
+    cells = []
+    for k in picked:
+        _, centre, share = rows[k]
+        frame = np.asarray(Image.open(scratch / f"{k:06d}.png"))
+        mask = np.asarray(Image.open(out_dir / "probs" / f"{k:06d}.png").resize(frame.shape[1::-1])) > 127
+        cells.append(titled(highlight(frame, mask), f"{centre:.1f} s  {share:.0%}"))
+    height = max(cell.shape[0] for cell in cells)
+    cells = [np.pad(cell, ((0, height - cell.shape[0]), (0, 0), (0, 0))) for cell in cells]
+    cells += [np.zeros_like(cells[0])] * (-len(cells) % columns)
+    grid = [np.concatenate(cells[i:i + columns], axis=1) for i in range(0, len(cells), columns)]
+    Image.fromarray(np.concatenate(grid, axis=0)).save(out_dir / "contact_sheet.png")
+
+
+def overlay_video(clip, fps, count, out_dir):
+    """Pass 2: overlay.mp4 at the clip's frame rate (H.264, even size), each frame with the mask of the sample
+    it belongs to (with fps, a mask holds for 1 / fps s), and the sound the model heard (AAC, mono 16 kHz)."""
+    mask, mask_index = None, None
+    with av.open(str(out_dir / "overlay.mp4"), "w") as out:
+        video, audio, sent = None, out.add_stream("aac", rate=SAMPLE_RATE, layout="mono"), 0
+        for index, (time, rgb) in enumerate(progress(clip.frames(), desc="overlay video")):
+            k = index if fps is None else min(int(time * fps), count - 1)
+            if k != mask_index:
+                mask, mask_index = np.asarray(Image.open(out_dir / "probs" / f"{k:06d}.png")) > 127, k
+            height, width = rgb.shape[0] // 2 * 2, rgb.shape[1] // 2 * 2                    # yuv420p
+            if video is None:
+                video = out.add_stream("libx264", rate=clip.rate, options={"crf": "23"})
+                video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+            shown = highlight(rgb, mask)
+            if shown.shape[:2] != (video.height, video.width):                 # frames of other sizes
+                shown = np.asarray(Image.fromarray(shown).resize((video.width, video.height), Image.BILINEAR))
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(shown), format="rgb24")
+            out.mux(video.encode(frame))
+            until = min(len(clip.sound), round((time + 1 / clip.rate) * SAMPLE_RATE))   # interleaved sound
+            for start in range(sent, until, 1024):
+                chunk = av.AudioFrame.from_ndarray(np.asarray(clip.sound[start:min(start + 1024, until)])[None],
+                                                   format="fltp", layout="mono")
+                chunk.sample_rate, chunk.pts = SAMPLE_RATE, start
+                out.mux(audio.encode(chunk))
+            sent = max(sent, until)
+        out.mux(video.encode())
+        out.mux(audio.encode())
+
+
 def read_prediction(path, shape):
     """A saved prediction: an 8-bit gray PNG of probabilities scaled to 0..255 -> float32 (H, W) in [0, 1]."""
     if not path.is_file():
@@ -341,6 +454,19 @@ def evaluate_pred_dir(pred_dir, dataset, keep_predictions):
     return scores
 
 
+def fps_value(text):
+    """--fps: frames per second as a number or a fraction (30000/1001), or `source` (every frame)."""
+    if text == "source":
+        return None
+    try:
+        fps = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"expected a number of frames per second or 'source', got {text!r}") from None
+    if fps <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return fps
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", nargs="?", help="a checkpoint written by train.py (last.pt / best.pt)")
@@ -349,12 +475,21 @@ def main(argv=None):
     p.add_argument("--root", help="AVSBench folder or a subset folder (default: the checkpoint's)")
     p.add_argument("--subset", choices=["s4", "ms3"], help="default: the checkpoint's")
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="split to evaluate (default test)")
-    p.add_argument("--out", help="output folder for metrics.json and overlays (default: eval-<checkpoint name>-"
-                   "<split>[-<audio>-audio] beside the checkpoint, or <pred-dir>-eval-<split>); its earlier "
-                   "overlays and predictions are removed")
-    p.add_argument("--audio", default="true", choices=["true", "swap", "silent"],
-                   help="listening controls: each frame's own audio (default), the audio of a video of another "
-                        "category (swap), or all-zero audio (silent)")
+    p.add_argument("--out", help="output folder (default: eval-<checkpoint name>-<split>[-<audio>-audio] or "
+                   "eval-<checkpoint name>-<clip name> beside the checkpoint, or <pred-dir>-eval-<split>); its "
+                   "earlier overlays, predictions and clip outputs are removed")
+    p.add_argument("--audio", default="true",
+                   help="on a split, the listening controls: each frame's own audio (true, default), the audio of a "
+                        "video of another category (swap), or all-zero audio (silent). With --frames: the clip's "
+                        "sound file (WAV or anything FFmpeg reads)")
+    p.add_argument("--video", help="run the model on your own video (any container and codec FFmpeg reads, with "
+                   "sound): probability PNGs, contact sheet, overlay video under --out")
+    p.add_argument("--frames", help="run the model on a folder of frames (PNG/JPEG, natural name order) taken at "
+                   "--fps, with --audio SOUND")
+    p.add_argument("--fps", type=fps_value, default=Fraction(1),
+                   help="--video: frames per second the model sees (default 1, AVSBench's rate; 'source': every "
+                        "frame); --frames: the rate the frames were taken at (default 1)")
+    p.add_argument("--sheet", type=positive_int, default=16, help="frames on the clip's contact sheet (default 16)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="frames per forward pass")
     p.add_argument("--workers", type=non_negative_int, default=4, help="data-loading processes")
     p.add_argument("--device", type=device_name, default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
@@ -365,12 +500,25 @@ def main(argv=None):
     p.add_argument("--save-preds", action="store_true",
                    help="also write predicted probability PNGs under OUT/preds (readable by --pred-dir)")
     args = p.parse_args(argv)
+    clip_mode = args.video or args.frames
     if (args.checkpoint is None) == (args.pred_dir is None):
         p.error("give either a checkpoint or --pred-dir")
+    if args.video and args.frames:
+        p.error("give --video or --frames, not both")
+    if clip_mode and not args.checkpoint:
+        p.error("--video and --frames need a checkpoint")
+    if args.frames and args.audio in AUDIO_CONTROLS:
+        p.error("--frames needs --audio SOUND: the clip's sound file")
+    if not args.frames and args.audio not in AUDIO_CONTROLS:
+        p.error(f"--audio must be one of {', '.join(AUDIO_CONTROLS)} (a sound file goes with --frames)")
+    if args.frames and args.fps is None:
+        p.error("--fps source needs --video; with --frames give the rate the frames were taken at")
     if args.pred_dir and args.audio != "true":
         p.error("--audio needs a checkpoint: saved predictions cannot be re-run with other audio")
     if args.pred_dir and not (args.root and args.subset):
         p.error("--pred-dir needs --root and --subset")
+    if clip_mode:
+        return evaluate_clip(args)
     keep = bool(args.overlays or args.worst or args.save_preds)
 
     if args.pred_dir:
@@ -403,6 +551,32 @@ def main(argv=None):
         for key, pred in preds.items():
             write_mask_png(out_dir / "preds" / f"{key}.png", pred / 255.0)
     return result
+
+
+def evaluate_clip(args):
+    """--video / --frames: the model on your own clip; returns the samples' rows (k, time, foreground share)."""
+    ckpt = load_checkpoint(args.checkpoint)
+    model = model_from_checkpoint(ckpt, args.checkpoint)
+    source = Path(args.video or args.frames)
+    path = Path(args.checkpoint).resolve()
+    out_dir = writable_folder(args.out or path.parent / f"eval-{path.stem}-{source.stem}")
+    for stale in ("probs", "samples.csv", "contact_sheet.png", "overlay.mp4"):
+        target = out_dir / stale
+        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    device = pick_device(args.device)
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        clip = (video_clip(source, scratch / "sound.f32") if args.video else
+                frames_clip(source, args.audio, args.fps, scratch / "sound.f32"))
+        fps = args.fps if args.video else None                   # a folder's frames are all seen
+        rows = run_clip(model.to(device).eval(), clip, fps, out_dir, scratch, args.batch_size, device)
+        contact_sheet(rows, out_dir, scratch, args.sheet)
+        overlay_video(clip, fps, len(rows), out_dir)
+    mean = np.mean([share for _, _, share in rows])
+    print(f"{source}: {len(rows)} frames at {'every frame' if fps is None else f'{fps} fps'}, predicted "
+          f"foreground {100 * mean:.1f}% of the frame on average\nwrote {out_dir / 'probs'}/, samples.csv, "
+          f"contact_sheet.png and overlay.mp4 in {out_dir}")
+    return rows
 
 
 if __name__ == "__main__":

@@ -65,3 +65,15 @@ def test_cam_has_no_ms3_row(tmp_path):
 def test_synthetic_only_tables_need_synthetic_data():
     with pytest.raises(SystemExit):
         bench.main(["--root", "AVSBench", "--tables", "hard"])
+
+
+def test_speed_benchmark_measures_every_row(tmp_path):
+    import speed
+    rows = speed.main(["--preset", "small", "--batch-size", "4", "--img-size", "64", "--workers", "0", "1",
+                       "--steps", "1", "--warmup", "0", "--videos", "6", "--device", "cpu",
+                       "--json", str(tmp_path / "speed.json")])
+    assert [r["row"] for r in rows] == ["loader, 0 workers", "loader, 1 workers", "phase 1a C2AM", "phase 1b saliency",
+                                        "phase 2 WS-AVS", "loader (0 workers) + phase 2"]
+    assert all(r["frames_per_s"] > 0 and r["step_ms"] > 0 for r in rows)
+    setting = json.loads((tmp_path / "speed.json").read_text())["setting"]
+    assert (setting["batch_size"], setting["img_size"], setting["backbone"]) == (4, 64, "resnet18")
