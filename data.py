@@ -10,12 +10,14 @@ import colorsys
 import csv
 import io
 import itertools
+import json
 import os
 import re
 import shutil
 import string
 import sys
 import time
+import xml.etree.ElementTree as ET
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple, Optional, Tuple
@@ -629,6 +631,19 @@ class AVSBench(torch.utils.data.Dataset):
         return {"mask": mask, "has_mask": item.mask_path is not None, "video": item.video, "frame": item.frame,
                 "category": item.category, "key": item.key}
 
+    def swap_partners(self) -> dict:
+        """{item index: the index whose sound it gets when sounds are swapped}: the same frame of the next video in
+        the split whose category differs (MS3 has no categories: simply the next video)."""
+        category = {item.video: item.category for item in self.items}
+        partner = {}
+        for k, video in enumerate(self.videos):
+            others = [self.videos[(k + j) % len(self.videos)] for j in range(1, len(self.videos))]
+            partners = [v for v in others if category[v] < 0 or category[v] != category[video]]
+            if not partners:
+                raise DataError(f"{self.root}: swapping sounds needs videos of two categories in the split")
+            partner.update(zip(self.indices_of(video), self.indices_of(partners[0])))
+        return partner
+
     def __len__(self):
         return len(self.items)
 
@@ -760,6 +775,124 @@ def frames_clip(folder, sound_path, fps: Fraction, scratch: Path) -> Clip:
         for index, path in enumerate(paths):
             yield index / fps, np.asarray(read_frame(path))
     return Clip(folder, frames, Fraction(fps), sound)
+
+
+# -----------------------------------------------------------------------------
+# sound-source localisation benchmarks, in the layout EZ-VSL reads them (Flickr-SoundNet test, VGG-SS)
+
+BENCHMARKS = ("flickr", "vggss")
+MAP_SIZE = 224                # maps and box masks are compared at 224 x 224, as EZ-VSL does
+
+
+def flickr_boxes(path) -> np.ndarray:
+    """The boxes of one Flickr-SoundNet annotation XML, (k, 4) xmin, ymin, xmax, ymax in 224-px units: every
+    annotator's, from <bbox> elements anywhere in the file, in the 256 x 256 frame the annotators saw.
+    Children named xmin/ymin/xmax/ymax are read by name, else the last four (EZ-VSL skips the first child)."""
+    if not path.is_file():
+        raise DataError(f"{path}: missing box file")
+    try:
+        tree = ET.parse(path)
+    except (ET.ParseError, OSError) as exc:
+        raise DataError(f"{path}: malformed XML ({describe(exc, path)})") from None
+    boxes = []
+    for bbox in tree.getroot().iter("bbox"):
+        named = {child.tag: child.text for child in bbox}
+        texts = ([named[k] for k in ("xmin", "ymin", "xmax", "ymax")] if {"xmin", "ymin", "xmax", "ymax"} <= set(named)
+                 else [child.text for child in bbox][-4:])
+        try:
+            box = [float(t) for t in texts]
+        except (TypeError, ValueError):
+            raise DataError(f"{path}: a bbox holds {texts}, expected 4 numbers") from None
+        if len(box) != 4 or not (0 <= box[0] < box[2] <= 256 and 0 <= box[1] < box[3] <= 256):
+            raise DataError(f"{path}: box {box} is not inside the 256 x 256 frame (xmin < xmax, ymin < ymax)")
+        boxes.append([v * MAP_SIZE / 256 for v in box])
+    if not boxes:
+        raise DataError(f"{path}: no <bbox> in the file")
+    return np.array(boxes)
+
+
+def vggss_boxes(path) -> dict:
+    """{file id: boxes (k, 4) in 224-px units} of VGG-SS's box JSON: a list of {"file": id, "bbox": [[xmin, ymin,
+    xmax, ymax], ...]}, coordinates as fractions of the frame."""
+    try:
+        entries = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing box file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: malformed JSON ({describe(exc, path)})") from None
+    boxes = {}
+    for n, entry in enumerate(entries if isinstance(entries, list) else [None]):
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or not entry.get("bbox"):
+            raise DataError(f"{path}: entry {n} is not {{\"file\": id, \"bbox\": [[xmin, ymin, xmax, ymax], ...]}}")
+        try:
+            box = np.array(entry["bbox"], dtype=float).reshape(-1, 4)
+        except (TypeError, ValueError):
+            raise DataError(f"{path}: entry {n} ({entry['file']}): bbox is not a list of 4 numbers each") from None
+        if not ((0 <= box[:, :2]).all() and (box[:, :2] < box[:, 2:]).all() and (box[:, 2:] <= 1).all()):
+            raise DataError(f"{path}: entry {n} ({entry['file']}): a box is not inside the frame (fractions "
+                            "0 <= xmin < xmax <= 1, 0 <= ymin < ymax <= 1)")
+        boxes[entry["file"]] = box * MAP_SIZE
+    return boxes
+
+
+def box_map(boxes, consensus) -> torch.Tensor:
+    """The ground-truth map (224, 224) of a frame's boxes, as EZ-VSL builds it: each box covers its pixels;
+    Flickr (consensus) sums the annotators' boxes, halves and caps at 1 (0, 0.5 or 1), VGG-SS takes their union."""
+    gt = np.zeros((MAP_SIZE, MAP_SIZE))
+    for xmin, ymin, xmax, ymax in boxes.astype(int):
+        gt[ymin:ymax, xmin:xmax] += 1
+    return torch.from_numpy(np.minimum(gt / 2, 1) if consensus else np.minimum(gt, 1)).float()
+
+
+class LocalisationSet(torch.utils.data.Dataset):
+    """A localisation test set: root/frames/{id}.jpg, root/audio/{id}.wav and the boxes, root/Annotations/{id}.xml
+    (Flickr-SoundNet) or root/vggss.json (VGG-SS). Every frame in frames/ is scored, and must have its sound and
+    boxes; VGG-SS entries whose frame was not downloaded are counted, not scored. An item is the frame, the 3 s
+    of sound around the middle of the clip (EZ-VSL's window) and the box map."""
+
+    def __init__(self, root, benchmark, img_size=224):
+        if benchmark not in BENCHMARKS:
+            raise ValueError(f"benchmark must be one of {BENCHMARKS}, got {benchmark!r}")
+        self.root, self.benchmark, self.img_size, self.split = Path(root), benchmark, img_size, benchmark
+        if not (self.root / "frames").is_dir():
+            raise DataError(f"{self.root / 'frames'}: missing folder (the layout is frames/, audio/ and "
+                            f"{'Annotations/' if benchmark == 'flickr' else 'vggss.json'})")
+        frames = sorted(p for p in (self.root / "frames").iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        if not frames:
+            raise DataError(f"{self.root / 'frames'}: no JPEG or PNG frames")
+        annotated = vggss_boxes(self.root / "vggss.json") if benchmark == "vggss" else None
+        self.items = []
+        for frame in frames:
+            wav = self.root / "audio" / f"{frame.stem}.wav"
+            if not wav.is_file():
+                raise DataError(f"{wav}: missing file (the sound of {frame.name})")
+            if annotated is None:
+                boxes = flickr_boxes(self.root / "Annotations" / f"{frame.stem}.xml")
+            elif frame.stem in annotated:
+                boxes = annotated[frame.stem]
+            else:
+                raise DataError(f"{self.root / 'vggss.json'}: no boxes for {frame.name}")
+            self.items.append((frame.stem, frame, wav, boxes))
+        self.annotated = len(annotated) if annotated is not None else len(self.items)
+        self.keys = [item[0] for item in self.items]
+
+    def swap_partners(self) -> dict:
+        """Swapped sounds: each frame gets the next frame's."""
+        if len(self.items) < 2:
+            raise DataError(f"{self.root / 'frames'}: swapping sounds needs two frames")
+        return {index: (index + 1) % len(self.items) for index in range(len(self.items))}
+
+    def __len__(self):
+        return len(self.items)
+
+    def audio(self, index):
+        wave = mono_16k(*read_wav(self.items[index][2]))
+        return spectrogram_at(wave, centre_s=len(wave) / SAMPLE_RATE / 2)
+
+    def __getitem__(self, index):
+        key, frame, _, boxes = self.items[index]
+        return {"image": image_tensor(read_frame(frame), self.img_size), "audio": self.audio(index),
+                "gt_map": box_map(boxes, consensus=self.benchmark == "flickr"), "key": key}
 
 
 # -----------------------------------------------------------------------------

@@ -3,8 +3,12 @@
     python eval.py runs/wsavs/best.pt                       # root/subset from the checkpoint, test split
     python eval.py --pred-dir P --root AVSBench --subset s4  # any method's saved 8-bit probability PNGs
 
-Metrics are computed at the ground-truth resolution. The F-score headline groups frames by video, as
-AVSBench does (the WS-AVS release grouped by single frame; that number is reported too, named).
+    python eval.py runs/wsavs/best.pt --video clip.mp4     # your own clip: masks, contact sheet, overlay video
+    python eval.py runs/wsavs/best.pt --frames DIR --audio sound.wav
+
+Metrics are computed at the ground-truth resolution. The F-score depends on how frames are grouped before the
+max over thresholds: metrics.json reports it by video (AVSBench's test.py, the headline unless
+--fscore-grouping says otherwise), by batches of 4 videos (AVSBench's test.sh) and by frame (the WS-AVS release).
 """
 import argparse
 import itertools
@@ -23,7 +27,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader
 
-from data import (SAMPLE_RATE, S4_CATEGORIES, AVSBench, DataError, collate, device_name, error_line, frames_clip,
+from data import (BENCHMARKS, MAP_SIZE, SAMPLE_RATE, S4_CATEGORIES, AVSBench, DataError, LocalisationSet, collate, device_name, error_line, frames_clip,
                   image_tensor, load_mask, log_spectrogram, non_negative_int, positive_int, progress, read_frame,
                   read_png, spectrogram_at, video_clip, writable_folder, write_mask_png)
 from wsavs import EZVSL, WSAVS, CAMNet, Config, PretrainedWeightsError, PseudoMaskNet
@@ -33,6 +37,10 @@ F_THRESHOLDS = torch.linspace(0, 1 - 1e-10, 255)  # float32, as in the official 
 
 
 METHODS = ("wsavs", "avs-ws", "cam", "ezvsl", "c2am")  # train.py's --method, described there
+# How frames are grouped before the max over thresholds of the F curve (reference.md section 2): by video
+# (AVSBench's test.py), by batches of 4 videos = 20 frames in split order (AVSBench's shipped test.sh runs
+# test.py with --test_batch_size 4), by frame (the WS-AVS release).
+FSCORE_GROUPINGS = ("video", "4-videos", "frame")
 
 
 class CheckpointError(Exception):
@@ -133,10 +141,22 @@ class Scores:
             per_video.setdefault(v, []).append(x)
         return {v: float(np.mean(xs)) for v, xs in per_video.items()}
 
-    def summary(self):
+    def groups(self, grouping):
+        """Each frame's F-score group: its video, its run of 4 consecutive videos in split order, or itself."""
+        if grouping == "video":
+            return self.videos
+        if grouping == "frame":
+            return self.keys
+        order = {video: n for n, video in enumerate(dict.fromkeys(self.videos))}
+        return [order[video] // 4 for video in self.videos]
+
+    def summary(self, grouping="video"):
+        """mIoU; the F-score under each grouping (fscore_by_video, fscore_by_4_videos, fscore_by_frame) and
+        `grouping`'s as the headline fscore; areas, counts, per category (F by video)."""
         iou, curves, area = torch.cat(self.iou), torch.cat(self.curves), torch.cat(self.area)
-        result = {"miou": iou.mean().item(), "fscore": grouped_fscore(curves, self.videos),
-                  "fscore_grouping": "video", "fscore_per_frame": grouped_fscore(curves, self.keys),
+        by = {name: grouped_fscore(curves, self.groups(name)) for name in FSCORE_GROUPINGS}
+        result = {"miou": iou.mean().item(), "fscore": by[grouping], "fscore_grouping": grouping,
+                  **{f"fscore_by_{name.replace('-', '_')}": value for name, value in by.items()},
                   "fg_area": area.mean().item(), "non_empty": (area > 0).float().mean().item(),
                   "frames": len(self.keys), "videos": len(set(self.videos)), "per_category": {}}
         for c in sorted(set(self.categories)):
@@ -150,9 +170,10 @@ class Scores:
 
 
 def format_summary(result):
-    lines = [f"mIoU {100 * result['miou']:.2f}  F-score {100 * result['fscore']:.2f} (grouped by video; "
-             f"per-frame grouping {100 * result['fscore_per_frame']:.2f})  "
-             f"[{result['frames']} frames, {result['videos']} videos]",
+    others = ", ".join(f"by {name} {100 * result['fscore_by_' + name.replace('-', '_')]:.2f}"
+                       for name in FSCORE_GROUPINGS if name != result["fscore_grouping"])
+    lines = [f"mIoU {100 * result['miou']:.2f}  F-score {100 * result['fscore']:.2f} (grouped by "
+             f"{result['fscore_grouping']}; {others})  [{result['frames']} frames, {result['videos']} videos]",
              f"predicted foreground: {100 * result['fg_area']:.1f}% of the frame on average, "
              f"non-empty in {100 * result['non_empty']:.1f}% of frames"]
     for name, r in result["per_category"].items():
@@ -168,25 +189,15 @@ AUDIO_CONTROLS = ("true", "swap", "silent")
 
 class AudioControl(torch.utils.data.Dataset):
     """A split with every frame's audio replaced, to see whether a model listens (and the reviewers'
-    off-screen-sound case): 'swap' gives each frame the audio of the same second of the next video in the
-    split whose category differs (MS3 has no categories: simply the next video); 'silent' gives all-zero audio."""
+    off-screen-sound case): 'swap' gives each frame another video's audio (dataset.swap_partners: for AVSBench the
+    same second of the next video in the split whose category differs); 'silent' gives all-zero audio."""
 
     def __init__(self, dataset, mode):
         if mode not in ("swap", "silent"):
             raise ValueError(f"audio control must be swap or silent, got {mode!r}")
         self.dataset, self.mode = dataset, mode
         self.silence = log_spectrogram(np.zeros(5 * SAMPLE_RATE, dtype=np.float32), SAMPLE_RATE, centre_s=2.5)
-        category = {item.video: item.category for item in dataset.items}
-        videos = dataset.videos
-        self.partner = {}                                       # item index -> index whose audio it gets
-        for k, video in enumerate(videos):
-            others = [videos[(k + j) % len(videos)] for j in range(1, len(videos))]
-            partners = [v for v in others if category[v] < 0 or category[v] != category[video]]
-            if mode == "swap" and not partners:
-                raise DataError(f"{dataset.root}: --audio swap needs videos of two categories in the split")
-            if partners:
-                for mine, theirs in zip(dataset.indices_of(video), dataset.indices_of(partners[0])):
-                    self.partner[mine] = theirs
+        self.partner = dataset.swap_partners() if mode == "swap" else {}   # item index -> index whose audio it gets
 
     def __len__(self):
         return len(self.dataset)
@@ -221,6 +232,117 @@ def evaluate(model, loader, device, keep_predictions=False, desc="eval"):
             prob = model.predict(batch["image"][rows].to(device), batch["audio"][rows].to(device))  # (b, 1, S, S)
             score_batch(scores, prob, batch, rows)
     return scores
+
+
+# ---------------------------------------------------------------------------------------------
+# Off-screen sound (SLAVC, Mo & Morgado, NeurIPS 2022): the split's frames with their own sound (sounding pairs)
+# and with another video's sound and with silence (non-sounding pairs: whatever the model marks is a false
+# positive). Each pair gets a confidence from the predicted map; a detection is right when the pair sounds and
+# the predicted mask (prob >= 0.5) has IoU >= 0.5 with the ground truth.
+
+def pair_confidence(prob):
+    """SLAVC's confidence of a pair: the mean of the top quarter of the map's values. prob (B, 1, S, S) -> (B,)."""
+    flat = prob.flatten(1)
+    return flat.topk(flat.shape[1] // 4, dim=1).values.mean(dim=1)
+
+
+def precision_recall(confidence, iou, sounding, threshold, iou_threshold=0.5):
+    """Detections are the pairs with confidence >= threshold: true where the pair sounds and iou >= 0.5, false
+    otherwise; a sounding pair not detected is missed. Precision and recall are 1 when undefined (as SLAVC)."""
+    detected = confidence >= threshold
+    true = (detected & sounding & (iou >= iou_threshold)).sum()
+    false = (detected & ~(sounding & (iou >= iou_threshold))).sum()
+    missed = (~detected & sounding).sum()
+    return (1.0 if true + false == 0 else true / (true + false)), (1.0 if true + missed == 0 else true / (true + missed))
+
+
+def offscreen_metrics(confidence, iou, sounding):
+    """SLAVC's AP and max-F1 over all pairs. confidence, iou (float) and sounding (bool): arrays of one value per
+    pair (iou is read on sounding pairs only). AP: precision and recall at every confidence but the highest,
+    in descending order (every n // 200-th for n > 400 pairs), the precision made non-increasing from the right,
+    summed over the recall steps (as SLAVC's code: from the recall at the second-highest confidence). max-F1: the best F1 at the confidences of every n // 10-th pair in ascending
+    order (SLAVC's ten thresholds)."""
+    confidence, iou, sounding = np.asarray(confidence, float), np.asarray(iou, float), np.asarray(sounding, bool)
+    n = len(confidence)
+    points = [precision_recall(confidence, iou, sounding, t) for t in np.sort(confidence)[:-1][::-max(1, n // 200)]]
+    precision, recall = [p for p, _ in points], [r for _, r in points]
+    envelope = [max(precision[i:]) for i in range(len(precision))]
+    ap = sum(envelope[i] * (recall[i + 1] - recall[i]) for i in range(len(points) - 1))
+    f1 = [2 * p * r / (p + r) if p + r > 0 else 0.0
+          for p, r in (precision_recall(confidence, iou, sounding, t) for t in np.sort(confidence)[::max(1, n // 10)])]
+    return {"ap": float(ap), "max_f1": float(max(f1)), "pairs": n, "sounding_pairs": int(sounding.sum())}
+
+
+@torch.no_grad()
+def evaluate_offscreen(model, dataset, device, batch_size, workers):
+    """The split as SLAVC extends it: every frame with a ground-truth mask, with its own sound, another video's
+    (AudioControl swap) and silence; returns offscreen_metrics and the counts of each kind."""
+    model.eval()
+    confidence, iou, sounding = [], [], []
+    for audio in AUDIO_CONTROLS:
+        inputs = dataset if audio == "true" else AudioControl(dataset, audio)
+        for batch in progress(DataLoader(inputs, batch_size=batch_size, num_workers=workers, collate_fn=collate),
+                              desc=f"off-screen ({audio} audio)"):
+            rows = [i for i, has in enumerate(batch["has_mask"].tolist()) if has]
+            if not rows:
+                continue
+            prob = model.predict(batch["image"][rows].to(device), batch["audio"][rows].to(device)).float().cpu()
+            confidence += pair_confidence(prob).tolist()
+            for p, i in zip(prob, rows):
+                gt = batch["mask"][i][0] > 0.5
+                p = F.interpolate(p[None], size=gt.shape, mode="bilinear", align_corners=False)[0, 0] >= 0.5
+                iou.append(((p & gt).sum() / (p | gt).sum().clamp_min(1)).item())
+                sounding.append(audio == "true" and bool(gt.any()))
+    return offscreen_metrics(confidence, iou, sounding)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sound-source localisation benchmarks (--benchmark flickr|vggss), with EZ-VSL's metrics on 224 x 224 maps
+
+def ciou(prob, gt, threshold):
+    """Consensus IoU (Senocak et al.; EZ-VSL's code) of a map prob (224, 224) against the box map gt in [0, 1]:
+    the pixels with prob >= threshold, P; sum(P * gt) / (sum(gt) + |P outside the boxes|)."""
+    pred, gt = (prob >= threshold).double(), gt.double()
+    return ((pred * gt).sum() / (gt.sum() + (pred * (gt == 0)).sum())).item()
+
+
+def top_half_threshold(prob):
+    """EZ-VSL's threshold: the value of the median pixel, so that the top half of the pixels is predicted."""
+    values = prob.flatten().sort().values
+    return values[len(values) // 2]
+
+
+def localisation_metrics(cious):
+    """AP50 (the share of images with cIoU >= 0.5, what papers report as "cIoU"), the AUC of that share over the
+    21 thresholds 0, 0.05, ..., 1 (trapezoids), and the mean cIoU."""
+    cious = np.asarray(cious, dtype=float)
+    shares = [(cious >= 0.05 * i).mean() for i in range(21)]
+    auc = sum((shares[i] + shares[i + 1]) / 2 * 0.05 for i in range(20))
+    return {"ap50": float((cious >= 0.5).mean()), "auc": float(auc), "mean_ciou": float(cious.mean()),
+            "images": len(cious)}
+
+
+@torch.no_grad()
+def evaluate_localisation(model, dataset, device, batch_size, workers, offscreen=False):
+    """cIoU of every frame with its own sound (top half of the pixels), summarised by localisation_metrics; with
+    offscreen, the set extended as SLAVC extends it (each frame also with the next frame's sound and with
+    silence; a detection is right when the pair sounds and the map at >= 0.5 has cIoU >= 0.5)."""
+    model.eval()
+    cious, pairs = {}, ([], [], [])                              # confidence, cIoU at 0.5, sounding
+    for audio in AUDIO_CONTROLS if offscreen else ("true",):
+        inputs = dataset if audio == "true" else AudioControl(dataset, audio)
+        for batch in progress(DataLoader(inputs, batch_size=batch_size, num_workers=workers), desc=f"{audio} audio"):
+            prob = model.predict(batch["image"].to(device), batch["audio"].to(device)).float().cpu()
+            prob = F.interpolate(prob, size=(MAP_SIZE, MAP_SIZE), mode="bilinear", align_corners=False)
+            for key, p, gt, confidence in zip(batch["key"], prob[:, 0], batch["gt_map"], pair_confidence(prob)):
+                if audio == "true":
+                    cious[key] = ciou(p, gt, top_half_threshold(p))
+                for values, value in zip(pairs, (confidence.item(), ciou(p, gt, 0.5), audio == "true")):
+                    values.append(value)
+    result = {**localisation_metrics(list(cious.values())), "per_image_ciou": cious}
+    if offscreen:
+        result["offscreen"] = offscreen_metrics(*pairs)
+    return result
 
 
 def load_checkpoint(path, map_location="cpu"):
@@ -300,10 +422,10 @@ def save_overlays(dataset, scores, videos, out_dir, ranked=False, min_width=160)
         Image.fromarray(np.concatenate([header, columns, *rows], axis=0)).save(out_dir / name)
 
 
-def report(scores, dataset, out_dir, n_sample, n_worst, about=None):
+def report(scores, dataset, out_dir, n_sample, n_worst, about=None, grouping="video"):
     """metrics.json (with `about`: what was scored, and the per-video IoU), overlays, and the printed summary.
     The folder's earlier overlays and predictions are removed first, so it holds this evaluation only."""
-    result = scores.summary()
+    result = scores.summary(grouping)
     result["per_video_iou"] = scores.video_iou()
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("overlays", "preds"):
@@ -442,14 +564,24 @@ def read_prediction(path, shape):
     return torch.from_numpy(values.astype(np.float32) / 255.0)
 
 
+def official_key(key):
+    """A frame's path in AVSBench's own prediction layout, as its test scripts save masks: the key without its
+    split folder (S4 {category}/{video}/{video}_{i}, MS3 {video}/{video}_{i})."""
+    return key.split("/", 1)[1]
+
+
 def evaluate_pred_dir(pred_dir, dataset, keep_predictions):
+    """Score saved predictions laid out as AVSBench saves them, or under a folder named after the split (the
+    layout of gt_masks): the latter when pred_dir holds a folder of that name."""
+    pred_dir = Path(pred_dir)
+    name = (lambda key: key) if (pred_dir / dataset.split).is_dir() else official_key
     scores = Scores(keep_predictions)
     for index in progress(range(len(dataset)), desc="eval"):
         if not dataset.has_gt(index):
             continue
         item = dataset.gt_item(index)
         gt = item["mask"][0] > 0.5
-        prob = read_prediction(Path(pred_dir) / f"{item['key']}.png", gt.shape)
+        prob = read_prediction(pred_dir / f"{name(item['key'])}.png", gt.shape)
         scores.add(prob[None], gt[None], [item["video"]], [item["category"]], [item["key"]])
     return scores
 
@@ -471,7 +603,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", nargs="?", help="a checkpoint written by train.py (last.pt / best.pt)")
     p.add_argument("--pred-dir", help="evaluate saved predictions instead of a checkpoint: 8-bit gray PNG "
-                   "probability maps (0-255) in the same tree and names as gt_masks")
+                   "probability maps (0-255) laid out as AVSBench's test scripts save them (S4 "
+                   "{category}/{video}/{video}_{i}.png, MS3 {video}/{video}_{i}.png) or as gt_masks (a split folder "
+                   "first)")
     p.add_argument("--root", help="AVSBench folder or a subset folder (default: the checkpoint's)")
     p.add_argument("--subset", choices=["s4", "ms3"], help="default: the checkpoint's")
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="split to evaluate (default test)")
@@ -498,7 +632,17 @@ def main(argv=None):
     p.add_argument("--worst", type=non_negative_int, default=8,
                    help="number of lowest-mIoU videos drawn as failure cases, ranked")
     p.add_argument("--save-preds", action="store_true",
-                   help="also write predicted probability PNGs under OUT/preds (readable by --pred-dir)")
+                   help="also write predicted probability PNGs under OUT/preds in AVSBench's own prediction layout "
+                        "(readable by --pred-dir)")
+    p.add_argument("--fscore-grouping", default="video", choices=FSCORE_GROUPINGS,
+                   help="the headline F-score's grouping of frames: video (AVSBench's test.py, default), 4-videos "
+                        "(its test.sh: batches of 4 videos), frame (the WS-AVS release); metrics.json has all three")
+    p.add_argument("--offscreen", action="store_true",
+                   help="also score the split extended with non-sounding pairs (each frame with another video's "
+                        "sound and with silence): SLAVC's AP and max-F1, in metrics.json under offscreen")
+    p.add_argument("--benchmark", choices=BENCHMARKS,
+                   help="score sound-source localisation on Flickr-SoundNet's test set (flickr) or VGG-SS (vggss) "
+                        "in --root: cIoU / AP50 and AUC, as EZ-VSL (README: the layout)")
     args = p.parse_args(argv)
     clip_mode = args.video or args.frames
     if (args.checkpoint is None) == (args.pred_dir is None):
@@ -513,12 +657,18 @@ def main(argv=None):
         p.error(f"--audio must be one of {', '.join(AUDIO_CONTROLS)} (a sound file goes with --frames)")
     if args.frames and args.fps is None:
         p.error("--fps source needs --video; with --frames give the rate the frames were taken at")
+    if args.offscreen and (args.pred_dir or clip_mode or args.audio != "true"):
+        p.error("--offscreen needs a checkpoint, a split or --benchmark, and its own audio")
     if args.pred_dir and args.audio != "true":
         p.error("--audio needs a checkpoint: saved predictions cannot be re-run with other audio")
     if args.pred_dir and not (args.root and args.subset):
         p.error("--pred-dir needs --root and --subset")
+    if args.benchmark and not (args.checkpoint and args.root) or args.benchmark and (clip_mode or args.audio != "true"):
+        p.error("--benchmark needs a checkpoint and --root (the benchmark's folder), and its own audio")
     if clip_mode:
         return evaluate_clip(args)
+    if args.benchmark:
+        return evaluate_benchmark(args)
     keep = bool(args.overlays or args.worst or args.save_preds)
 
     if args.pred_dir:
@@ -543,13 +693,39 @@ def main(argv=None):
         scores = evaluate(model.to(device), loader, device, keep)
         about = {"checkpoint": str(path), "method": ckpt.get("method", "wsavs"), "epoch": ckpt.get("epoch"),
                  "preset": ckpt.get("preset"), "differs": ckpt.get("differs")}
+        if args.offscreen:
+            about["offscreen"] = evaluate_offscreen(model, dataset, device, args.batch_size, args.workers)
+            print(f"off-screen sound (SLAVC): AP {100 * about['offscreen']['ap']:.2f}  max-F1 "
+                  f"{100 * about['offscreen']['max_f1']:.2f}  [{about['offscreen']['pairs']} pairs: each frame with "
+                  "its own sound, another video's, silence]")
     about.update(root=str(dataset.root), subset=dataset.subset, split=args.split, audio=args.audio)
     if args.save_preds:                                         # report() clears the folder's old preds first
         preds = scores.predictions
-    result = report(scores, dataset, out_dir, args.overlays, args.worst, about)
+    result = report(scores, dataset, out_dir, args.overlays, args.worst, about, args.fscore_grouping)
     if args.save_preds:
         for key, pred in preds.items():
-            write_mask_png(out_dir / "preds" / f"{key}.png", pred / 255.0)
+            write_mask_png(out_dir / "preds" / f"{official_key(key)}.png", pred / 255.0)
+    return result
+
+
+def evaluate_benchmark(args):
+    """--benchmark: the model on a localisation test set; metrics.json beside the checkpoint by default."""
+    ckpt = load_checkpoint(args.checkpoint)
+    model = model_from_checkpoint(ckpt, args.checkpoint)
+    path = Path(args.checkpoint).resolve()
+    out_dir = writable_folder(args.out or path.parent / f"eval-{path.stem}-{args.benchmark}")
+    dataset = LocalisationSet(args.root, args.benchmark, img_size=model.cfg.img_size)
+    device = pick_device(args.device)
+    result = evaluate_localisation(model.to(device), dataset, device, args.batch_size, args.workers, args.offscreen)
+    about = {"checkpoint": str(path), "method": ckpt.get("method", "wsavs"), "epoch": ckpt.get("epoch"),
+             "benchmark": args.benchmark, "root": str(Path(args.root).resolve()), "annotated": dataset.annotated}
+    (out_dir / "metrics.json").write_text(json.dumps({**about, **result}, indent=2))
+    print(f"{args.benchmark}: cIoU (AP50) {100 * result['ap50']:.2f}  AUC {100 * result['auc']:.2f}  mean cIoU "
+          f"{100 * result['mean_ciou']:.2f}  [{result['images']} frames of {dataset.annotated} annotated]")
+    if args.offscreen:
+        print(f"extended (off-screen) {args.benchmark}: AP {100 * result['offscreen']['ap']:.2f}  max-F1 "
+              f"{100 * result['offscreen']['max_f1']:.2f}  [{result['offscreen']['pairs']} pairs]")
+    print(f"wrote {out_dir / 'metrics.json'}")
     return result
 
 

@@ -6,27 +6,11 @@ import av
 import numpy as np
 import pytest
 import soundfile
-import torch
 from PIL import Image
 
 import eval as evaluation
 from data import SAMPLE_RATE, DataError, video_clip
 from test_train_eval import error_of, run_script
-from wsavs import WSAVS, preset_config
-
-CFG = preset_config("small", dim=16, decoder_dim=8, img_size=64)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A randomly initialised WS-AVS saved as train.py saves it (the clip path does not depend on training)."""
-    from dataclasses import asdict
-    path = tmp_path_factory.mktemp("ckpt") / "best.pt"
-    torch.manual_seed(0)
-    torch.save({"method": "wsavs", "model": WSAVS(CFG).state_dict(), "config": asdict(CFG), "args": {}, "epoch": 1},
-               path)
-    return path
-
 
 def brightness(index):
     return 20 + 4 * index % 220
@@ -78,9 +62,9 @@ def decoded(path):
 
 
 @pytest.mark.parametrize("fps", ["1", "source"])
-def test_video_writes_probabilities_sheet_and_overlay(tmp_path, checkpoint, fps):
+def test_video_writes_probabilities_sheet_and_overlay(tmp_path, random_checkpoint, fps):
     write_video(tmp_path / "clip.mp4", 3.0, 30, 63, 47)
-    rows = evaluation.main([str(checkpoint), "--video", str(tmp_path / "clip.mp4"), "--fps", fps, "--out",
+    rows = evaluation.main([str(random_checkpoint), "--video", str(tmp_path / "clip.mp4"), "--fps", fps, "--out",
                             str(tmp_path / "out"), "--device", "cpu", "--batch-size", "7"])
     count = 3 if fps == "1" else 90
     assert [k for k, _, _ in rows] == list(range(count))
@@ -93,13 +77,13 @@ def test_video_writes_probabilities_sheet_and_overlay(tmp_path, checkpoint, fps)
     assert len(frames) == 90 and frames[0].shape == (46, 62, 3) and has_audio and rate == 30
 
 
-def test_frames_folder_with_a_sound_file(tmp_path, checkpoint):
+def test_frames_folder_with_a_sound_file(tmp_path, random_checkpoint):
     (tmp_path / "frames").mkdir()
     for i in range(1, 11):                                  # natural order: 2 before 10
         Image.fromarray(np.full((40, 50, 3), 10 * i, np.uint8)).save(tmp_path / "frames" / f"clip_{i}.png")
     tone = 0.3 * np.sin(2 * np.pi * 300 * np.arange(5 * 22050) / 22050)
     soundfile.write(tmp_path / "sound.wav", tone, 22050)
-    rows = evaluation.main([str(checkpoint), "--frames", str(tmp_path / "frames"), "--audio",
+    rows = evaluation.main([str(random_checkpoint), "--frames", str(tmp_path / "frames"), "--audio",
                             str(tmp_path / "sound.wav"), "--fps", "2", "--out", str(tmp_path / "out"), "--device", "cpu"])
     assert [centre for _, centre, _ in rows] == [0.25 + 0.5 * k for k in range(10)]
     frames, has_audio, _ = decoded(tmp_path / "out" / "overlay.mp4")
@@ -113,7 +97,7 @@ def test_frames_folder_with_a_sound_file(tmp_path, checkpoint):
     ("half a second", "the video lasts 0.48 s; at least 1 s is needed"),     # 12 frames at 25 fps
     ("missing", "no such file"),
 ])
-def test_bad_clips_stop_with_one_line(tmp_path, checkpoint, case, expected):
+def test_bad_clips_stop_with_one_line(tmp_path, random_checkpoint, case, expected):
     clip = tmp_path / "clip.mp4"
     if case == "no sound":
         write_video(clip, 2.0, 25, 32, 32, sound=False)
@@ -123,12 +107,12 @@ def test_bad_clips_stop_with_one_line(tmp_path, checkpoint, case, expected):
         clip.write_bytes(b"")
     elif case == "half a second":
         write_video(clip, 0.5, 25, 32, 32)
-    line = error_of(run_script("eval.py", str(checkpoint), "--video", str(clip), "--out", str(tmp_path / "out")))
+    line = error_of(run_script("eval.py", str(random_checkpoint), "--video", str(clip), "--out", str(tmp_path / "out")))
     assert line.startswith(f"error: {clip}: ") and expected in line, line
 
 
-def test_frames_need_a_sound_file(tmp_path, checkpoint):
-    result = run_script("eval.py", str(checkpoint), "--frames", str(tmp_path))
+def test_frames_need_a_sound_file(tmp_path, random_checkpoint):
+    result = run_script("eval.py", str(random_checkpoint), "--frames", str(tmp_path))
     assert result.returncode == 2 and "--frames needs --audio SOUND" in result.stderr
     with pytest.raises(DataError, match="no PNG or JPEG frames"):
-        evaluation.main([str(checkpoint), "--frames", str(tmp_path), "--audio", "x.wav", "--out", str(tmp_path / "o")])
+        evaluation.main([str(random_checkpoint), "--frames", str(tmp_path), "--audio", "x.wav", "--out", str(tmp_path / "o")])

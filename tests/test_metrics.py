@@ -1,6 +1,7 @@
 """The official AVSBench metrics on hand-worked cases (reference.md section 2), and the audio controls."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -87,8 +88,23 @@ def test_scores_summary_per_category_and_counts():
     assert result["per_category"]["dog_barking"]["miou"] == pytest.approx(0.5)
     # video b averages the all-wrong curve (0.30 at t = 0, then 0) with a perfect one (0.30 at t = 0, then 1):
     # max 0.5; video a scores 1
-    assert result["fscore"] == pytest.approx((1.0 + 0.5) / 2)
-    assert not math.isnan(result["fscore_per_frame"])
+    assert result["fscore"] == result["fscore_by_video"] == pytest.approx((1.0 + 0.5) / 2)
+    # by frame: 1, 1, f0, 1, where f0 = 1.3 * 0.25 / (0.3 * 0.25 + 1) is the all-wrong frame's best (t = 0: all 16
+    # pixels positive, precision 4/16); by 4 videos: one group, whose mean curve is f0 at t = 0 and 3/4 above
+    f0 = 1.3 * 0.25 / (0.3 * 0.25 + 1)
+    assert result["fscore_by_frame"] == pytest.approx((3 + f0) / 4)
+    assert result["fscore_by_4_videos"] == pytest.approx(0.75)
+    assert scores.summary("frame")["fscore"] == result["fscore_by_frame"]
+
+
+def test_grouping_by_4_videos_follows_split_order():
+    """AVSBench's test.sh: batches of 4 videos (20 frames) in the split's order; 5 videos = 2 groups."""
+    gt = square_gt().repeat(5, 1, 1)
+    prob = torch.stack([gt[0].float()] * 4 + [(~gt[0]).float()])
+    scores = Scores()
+    scores.add(prob, gt, ["v1", "v2", "v3", "v4", "v5"], [0] * 5, [f"k{i}" for i in range(5)])
+    assert scores.groups("4-videos") == [0, 0, 0, 0, 1]
+    assert scores.summary()["fscore_by_4_videos"] == pytest.approx((1.0 + 1.3 * 0.25 / (0.3 * 0.25 + 1)) / 2)
 
 
 def test_foreground_area_and_non_empty_fraction():
@@ -128,3 +144,30 @@ def test_silent_audio_is_the_spectrogram_of_zeros(s4_train):
     audio = evaluation.AudioControl(s4_train, "silent")[3]["audio"]
     assert audio.shape == (1, 257, 300)
     torch.testing.assert_close(audio, torch.full_like(audio, math.log(1e-7)))
+
+
+def test_pair_confidence_is_the_mean_of_the_top_quarter():
+    prob = torch.arange(16.0).view(1, 1, 4, 4) / 15
+    assert evaluation.pair_confidence(prob).item() == pytest.approx(13.5 / 15)
+
+
+def test_offscreen_ap_and_max_f1_hand_worked():
+    """4 pairs, by confidence: a sounding pair found (IoU 0.8), a non-sounding one, a sounding one segmented
+    wrongly (IoU 0.3), a non-sounding one. Thresholds 0.8, 0.7, 0.6 give (P, R) = (1/2, 1/2), (1/3, 1), (1/4, 1):
+    AP = 1/2 * (1 - 1/2) = 1/4. F1 at 0.6 .. 0.9: 0.4, 0.5, 0.5 and, at 0.9, P = 1, R = 1/2: 2/3."""
+    result = evaluation.offscreen_metrics([0.9, 0.8, 0.7, 0.6], [0.8, 0.0, 0.3, 0.0], [True, False, True, False])
+    assert result["ap"] == pytest.approx(0.25) and result["max_f1"] == pytest.approx(2 / 3)
+    assert result["pairs"] == 4 and result["sounding_pairs"] == 2
+
+
+def test_offscreen_perfect_and_deaf_models():
+    """As in SLAVC's code, the AP sum starts at the second-highest confidence: a perfect ranking of 5 sounding
+    pairs starts at recall 2/5 and scores 3/5."""
+    sounding = np.array([True] * 5 + [False] * 10)
+    confidence = np.concatenate([[0.95, 0.9, 0.85, 0.8, 0.75], np.linspace(0.1, 0.5, 10)])
+    perfect = evaluation.offscreen_metrics(confidence, np.ones(15), sounding)
+    assert perfect["max_f1"] == pytest.approx(1.0) and perfect["ap"] == pytest.approx(0.6)
+    wrong_place = evaluation.offscreen_metrics(confidence, np.full(15, 0.4), sounding)   # found, IoU < 0.5
+    assert wrong_place["max_f1"] == 0.0 and wrong_place["ap"] == 0.0
+    deaf = evaluation.offscreen_metrics(np.full(15, 0.5), np.ones(15), sounding)     # the same for every pair
+    assert deaf["max_f1"] == pytest.approx(2 * (1 / 3) / (1 / 3 + 1)) and deaf["ap"] == 0.0

@@ -1,6 +1,7 @@
 """End to end on generated AVSBench data: train.py (PMR + WS-AVS), resume, eval.py on the checkpoint and on
 saved predictions, and the one-line errors of both scripts."""
 import json
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -73,15 +74,31 @@ def test_resume_continues_and_reuses_pseudo_masks(s4_run, root, capsys):
 def test_eval_checkpoint_and_saved_predictions_agree(s4_run, tmp_path):
     result = evaluation.main([str(s4_run / "last.pt"), "--out", str(tmp_path / "ev"), "--save-preds",
                               "--workers", "0", "--device", "cpu"])
-    assert {"miou", "fscore", "fscore_per_frame", "per_category"} <= set(result)
+    assert {"miou", "fscore", "fscore_by_video", "fscore_by_4_videos", "fscore_by_frame", "per_category"} <= set(result)
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["miou"] == pytest.approx(result["miou"])
     root = evaluation.load_checkpoint(s4_run / "last.pt")["args"]["root"]
-    from_pngs = evaluation.main(["--pred-dir", str(tmp_path / "ev" / "preds"), "--root", root, "--subset", "s4",
-                                 "--split", "test", "--out", str(tmp_path / "ev2"), "--overlays", "0", "--worst", "0"])
-    # the PNGs hold probabilities rounded to 1/255
-    assert from_pngs["miou"] == pytest.approx(result["miou"], abs=0.02)
-    assert from_pngs["fscore"] == pytest.approx(result["fscore"], abs=0.02)
+    # --save-preds writes AVSBench's own layout, {category}/{video}/{video}_{i}.png, no split folder
+    official = tmp_path / "ev" / "preds"
+    assert not (official / "test").exists() and len(list(official.glob("*/*/*_[1-5].png"))) == 5
+    prefixed = tmp_path / "prefixed"
+    shutil.copytree(official, prefixed / "test")
+    scored = [evaluation.main(["--pred-dir", str(tree), "--root", root, "--subset", "s4", "--split", "test",
+                               "--out", str(tmp_path / f"ev-{tree.name}"), "--overlays", "0", "--worst", "0"])
+              for tree in (official, prefixed)]
+    for key in ("miou", "fscore_by_video", "fscore_by_4_videos", "fscore_by_frame"):
+        assert scored[0][key] == scored[1][key]
+        assert scored[0][key] == pytest.approx(result[key], abs=0.02)    # the PNGs hold probabilities to 1/255
     assert len(list((tmp_path / "ev" / "overlays" / "worst").glob("*.png"))) == 1
+
+
+def test_offscreen_pairs_are_scored_beside_the_true_ones(s4_run, tmp_path):
+    """MS3's training split: 3 videos whose 15 frames all have masks (swapping needs a second video)."""
+    result = evaluation.main([str(s4_run / "last.pt"), "--offscreen", "--subset", "ms3", "--split", "train",
+                              "--out", str(tmp_path), "--workers", "0", "--device", "cpu", "--overlays", "0",
+                              "--worst", "0"])
+    offscreen = json.loads((tmp_path / "metrics.json").read_text())["offscreen"]
+    assert (offscreen["pairs"], offscreen["sounding_pairs"]) == (45, 15)   # 15 frames x (own, swapped, silent)
+    assert 0.0 <= offscreen["ap"] <= 1.0 and 0.0 <= offscreen["max_f1"] <= 1.0 and "miou" in result
 
 
 def test_outputs_never_overwrite_other_results(s4_run, root, tmp_path):
