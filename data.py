@@ -778,6 +778,235 @@ def frames_clip(folder, sound_path, fps: Fraction, scratch: Path) -> Clip:
 
 
 # -----------------------------------------------------------------------------
+# AVSBench-semantic (AVSS): per-pixel classes of the sounding objects (reference.md section 1)
+
+AVSS_SETS = ("v1s", "v1m", "v2")
+AVSS_FRAMES = {"v1s": 5, "v1m": 5, "v2": 10}         # one frame per second, named 0.jpg ...
+AVSS_COLUMNS = ("uid", "a_obj", "split", "label")     # read by name; the release also has vid, s_min, s_sec
+
+
+def voc_palette(n=256) -> np.ndarray:
+    """The PASCAL VOC colour map (n, 3) uint8 that AVSS colour masks use: the bits of class c interleaved over
+    R, G, B from the most significant bit down (background black, 1 = (128, 0, 0), 2 = (0, 128, 0), ...)."""
+    palette = np.zeros((n, 3), dtype=np.uint8)
+    for c in range(n):
+        code = c
+        for bit in range(8):
+            for channel in range(3):
+                palette[c, channel] |= ((code >> channel) & 1) << (7 - bit)
+            code >>= 3
+    return palette
+
+
+def read_classes(root: Path) -> list:
+    """label2idx.json -> class names by index (0 = background): numbers 1..K, each once."""
+    path = root / "label2idx.json"
+    try:
+        numbers = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing file (AVSS's class list)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: malformed JSON ({describe(exc, path)})") from None
+    if not isinstance(numbers, dict) or sorted(numbers.values()) != list(range(1, len(numbers) + 1)):
+        raise DataError(f"{path}: expected {{class name: number}} with the numbers 1..K, each once")
+    return [name for name, _ in sorted(numbers.items(), key=lambda item: item[1])]
+
+
+class AVSSVideo(NamedTuple):
+    uid: str
+    label: str                # the set: v1s, v1m or v2
+    split: str
+    classes: Tuple[int, ...]  # the video-level sounding classes (indices into the class list), from a_obj
+
+
+def read_avss_meta(root: Path, classes: list) -> list:
+    """metadata.csv as AVSSVideos, validated: the columns uid, a_obj, split and label by name, a_obj the sounding
+    classes' names joined by '_' (names use '-'), each in label2idx.json."""
+    path = root / "metadata.csv"
+    try:
+        reader = csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig")))
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing metadata csv") from None
+    header = [cell.strip() for cell in next(reader, [])]
+    missing = [column for column in AVSS_COLUMNS if column not in header]
+    if missing:
+        raise DataError(f"{path}: no {', '.join(missing)} column (header {','.join(header) or '(empty)'}; AVSS's "
+                        f"metadata has {', '.join(AVSS_COLUMNS)})")
+    column = {name: header.index(name) for name in AVSS_COLUMNS}
+    videos, seen = [], set()
+    for cells in reader:
+        if not any(cell.strip() for cell in cells):
+            continue
+        where = f"{path}: line {reader.line_num}"
+        if len(cells) != len(header):
+            raise DataError(f"{where} has {len(cells)} columns, the header has {len(header)}")
+        uid, a_obj, split, label = (cells[column[name]].strip() for name in AVSS_COLUMNS)
+        if split not in SPLITS or label not in AVSS_SETS:
+            raise DataError(f"{where}: split {split!r} / label {label!r}: expected {'/'.join(SPLITS)} and "
+                            f"{'/'.join(AVSS_SETS)}")
+        unknown = [name for name in a_obj.split("_") if name not in classes]
+        if unknown or not a_obj:
+            raise DataError(f"{where}: a_obj {a_obj!r} holds {', '.join(map(repr, unknown)) or 'no class'}, not in "
+                            "label2idx.json")
+        if (label, uid) in seen:
+            raise DataError(f"{where}: video {label}/{uid} is listed again")
+        seen.add((label, uid))
+        videos.append(AVSSVideo(uid, label, split, tuple(sorted({classes.index(n) for n in a_obj.split("_")}))))
+    return videos
+
+
+def avss_labelled(label, split) -> Tuple[int, ...]:
+    """The frames with masks: v1s train only frame 0, every frame otherwise."""
+    return (0,) if (label, split) == ("v1s", "train") else tuple(range(AVSS_FRAMES[label]))
+
+
+def load_class_mask(path, frame_size, palette_codes, semantic_path=None) -> torch.Tensor:
+    """An AVSS colour mask (labels_rgb, RGB in the VOC palette) -> class indices int64 (1, H, W). An exact
+    palette match is required (as the official decoder); with labels_semantic beside it, the two must agree."""
+    image = read_png(path)
+    if image.size != frame_size:
+        raise DataError(f"{path}: mask is {image.size[0]}x{image.size[1]} but its frame is "
+                        f"{frame_size[0]}x{frame_size[1]}")
+    rgb = np.asarray(image.convert("RGB")).astype(np.int64)
+    codes = rgb[..., 0] << 16 | rgb[..., 1] << 8 | rgb[..., 2]
+    order = np.argsort(palette_codes)
+    found = np.searchsorted(palette_codes[order], codes).clip(0, len(order) - 1)
+    known = palette_codes[order][found] == codes
+    if not known.all():
+        y, x = np.argwhere(~known)[0]
+        raise DataError(f"{path}: unknown colour {tuple(int(v) for v in rgb[y, x])} at x={x}, y={y} (not the "
+                        f"palette colour of any of the {len(palette_codes)} classes)")
+    classes = order[found]
+    if semantic_path is not None and semantic_path.is_file():
+        semantic = np.asarray(read_png(semantic_path))
+        if semantic.shape != classes.shape or (semantic != classes).any():
+            raise DataError(f"{semantic_path}: disagrees with {path.name} on "
+                            f"{int((semantic != classes).sum()) if semantic.shape == classes.shape else 'the size'}"
+                            " pixels")
+    return torch.from_numpy(classes)[None]
+
+
+AVSS_DIR = "AVSBench-semantic"
+
+
+def avss_root(root) -> Path:
+    """The AVSS folder (holding metadata.csv): root itself or its AVSBench-semantic/ folder."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: --root is not a folder")
+    if (root / AVSS_DIR).is_dir():
+        return root / AVSS_DIR
+    if (root / "metadata.csv").is_file() or (root / "label2idx.json").is_file():
+        return root
+    raise DataError(f"{root}: holds neither {AVSS_DIR}/ nor metadata.csv; --root must be the AVSBench folder or "
+                    f"its {AVSS_DIR}/ folder")
+
+
+class AVSSItem(NamedTuple):
+    video: str                # label/uid
+    frame: int                # 0-based
+    classes: Tuple[int, ...]  # the video's sounding classes
+    image_path: Path
+    mask_path: Optional[Path]
+    wav_path: Path
+    key: str                  # label/uid/frame: names predictions and pseudo masks
+
+
+class AVSS(torch.utils.data.Dataset):
+    """AVSBench-semantic: one item per frame of the split's videos of the chosen set(s), with the video-level
+    labels (never read from a mask) and, where AVSS has one, the class mask at the frame's own size."""
+
+    def __init__(self, root, split="train", avss_set="all", img_size=224, augment=None):
+        self.root, self.split, self.img_size, self.augment = avss_root(root), split, img_size, augment
+        self.subset, self.waves = "avss", {}
+        self.classes = read_classes(self.root)
+        self.palette_codes = (voc_palette(len(self.classes)).astype(np.int64) @ np.array([1 << 16, 1 << 8, 1]))
+        sets = AVSS_SETS if avss_set == "all" else (avss_set,)
+        rows = [v for v in read_avss_meta(self.root, self.classes) if v.split == split and v.label in sets]
+        if not rows:
+            raise DataError(f"{self.root / 'metadata.csv'}: no {'/'.join(sets)} videos in split '{split}'")
+        self.videos = [f"{v.label}/{v.uid}" for v in rows]
+        self.items = []
+        for v in rows:
+            folder = self.root / v.label / v.uid
+            for frame in range(AVSS_FRAMES[v.label]):
+                mask = folder / "labels_rgb" / f"{frame}.png" if frame in avss_labelled(v.label, split) else None
+                self.items.append(AVSSItem(f"{v.label}/{v.uid}", frame, v.classes, folder / "frames" / f"{frame}.jpg",
+                                           mask, folder / "audio.wav", f"{v.label}/{v.uid}/{frame}"))
+        self.keys = [item.key for item in self.items]
+        for item in self.items:
+            for path in (item.image_path, item.mask_path, item.wav_path if item.frame == 0 else None):
+                if path is not None and not path.is_file():
+                    raise DataError(f"{path}: missing file (avss {split} needs it)")
+
+    def check(self, show_progress=True, rank=0, world=1):
+        """Every frame, class mask and WAV of the split (this process's share) opened and validated."""
+        for item in progress(self.items[rank::world], desc=f"checking avss {self.split}", disable=not show_progress):
+            size = read_frame(item.image_path).size
+            if item.mask_path is not None:
+                self.class_mask(item, size)
+            if item.frame == 0:
+                read_wav(item.wav_path)
+
+    def class_mask(self, item, frame_size):
+        return load_class_mask(item.mask_path, frame_size, self.palette_codes,
+                               item.mask_path.parent.parent / "labels_semantic" / item.mask_path.name)
+
+    def labels(self, item) -> torch.Tensor:
+        """The video-level multi-hot label (K,) of the sounding classes, background left out."""
+        multi_hot = torch.zeros(len(self.classes))
+        multi_hot[list(item.classes)] = 1
+        return multi_hot
+
+    def indices_of(self, video) -> list:
+        return [index for index, item in enumerate(self.items) if item.video == video]
+
+    def has_gt(self, index) -> bool:
+        return self.items[index].mask_path is not None
+
+    def image_path(self, index) -> Path:
+        return self.items[index].image_path
+
+    def swap_partners(self) -> dict:
+        """Swapped sounds: the same frame (or the last one) of the next video with other sounding classes."""
+        partner = {}
+        for k, video in enumerate(self.videos):
+            mine = self.indices_of(video)
+            others = [self.videos[(k + j) % len(self.videos)] for j in range(1, len(self.videos))]
+            others = [v for v in others if self.items[self.indices_of(v)[0]].classes != self.items[mine[0]].classes]
+            if not others:
+                raise DataError(f"{self.root}: swapping sounds needs videos with other sounding classes in the split")
+            theirs = self.indices_of(others[0])
+            partner.update({i: theirs[min(n, len(theirs) - 1)] for n, i in enumerate(mine)})
+        return partner
+
+    def waveform(self, index) -> np.ndarray:
+        path = self.items[index].wav_path
+        if path not in self.waves:
+            self.waves[path] = mono_16k(*read_wav(path))
+        return self.waves[path]
+
+    def audio(self, index) -> torch.Tensor:
+        return spectrogram_at(self.waveform(index), centre_s=self.items[index].frame + 0.5)
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        index, *aug_key = index if isinstance(index, tuple) else (index,)
+        item = self.items[index]
+        aug = draw_augmentation(self.augment, self.img_size, [*aug_key, index]) if self.augment else None
+        frame = read_frame(item.image_path)
+        sample = {"image": image_tensor(frame, self.img_size, aug), "audio": self.audio(index),
+                  "labels": self.labels(item), "video": item.video, "frame": item.frame, "key": item.key,
+                  "has_mask": item.mask_path is not None}
+        if aug is None:
+            sample["mask"] = (self.class_mask(item, frame.size) if item.mask_path is not None else
+                              torch.zeros((1, frame.size[1], frame.size[0]), dtype=torch.long))
+        return sample
+
+
+# -----------------------------------------------------------------------------
 # sound-source localisation benchmarks, in the layout EZ-VSL reads them (Flickr-SoundNet test, VGG-SS)
 
 BENCHMARKS = ("flickr", "vggss")
@@ -919,9 +1148,9 @@ def category_am_rate(category: int) -> float:
     return 2.0 + 6.0 * ((category * 0.6180339887) % 1.0)
 
 
-def category_sound(category: int, num_categories: int, rng) -> np.ndarray:
-    """5 s at 16 kHz (T,): harmonic tone (partials 1/h below 7.5 kHz) with a category-specific AM rate."""
-    t = np.arange(SYNTH_SECONDS * SAMPLE_RATE) / SAMPLE_RATE
+def category_sound(category: int, num_categories: int, rng, seconds=SYNTH_SECONDS) -> np.ndarray:
+    """`seconds` at 16 kHz (T,): harmonic tone (partials 1/h below 7.5 kHz) with a category-specific AM rate."""
+    t = np.arange(seconds * SAMPLE_RATE) / SAMPLE_RATE
     f0 = category_f0(category, num_categories)
     tone = sum(np.sin(2 * np.pi * h * f0 * t + rng.uniform(0, 2 * np.pi)) / h
                for h in range(1, 5) if h * f0 < 7500)
@@ -953,19 +1182,24 @@ def shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, radius: float) -> np.
     return inside
 
 
-def too_close(first, second) -> bool:
+def frame_steps(frames: int) -> np.ndarray:
+    """Each frame's offset from the clip's middle, in frames: -2..2 for 5 frames, -4.5..4.5 for 10."""
+    return np.arange(frames) - (frames - 1) / 2
+
+
+def too_close(first, second, frames=5) -> bool:
     """Do two drifting objects (radius, middle-frame centre, velocity) overlap more than slightly in any frame?"""
     (radius_a, centre_a, velocity_a), (radius_b, centre_b, velocity_b) = first, second
-    for step in (-2, -1, 0, 1, 2):  # frames 1..5 are -2..+2 steps from the middle frame
+    for step in frame_steps(frames):
         offset = centre_a - centre_b + step * (velocity_a - velocity_b)
         if np.hypot(*offset) < 0.9 * (radius_a + radius_b):
             return True
     return False
 
 
-def place_objects(rng, count: int, size: int, equal_size=False):
+def place_objects(rng, count: int, size: int, equal_size=False, frames=5):
     """[(radius, middle-frame centre (2,), per-frame drift (2,))] of `count` objects that stay inside the frame
-    in all 5 frames and overlap at most slightly; with equal_size all share one radius."""
+    in all `frames` frames and overlap at most slightly; with equal_size all share one radius."""
     shared_radius = rng.uniform(0.10, 0.175) * size if equal_size else None
     for _ in range(1000):
         placed = []
@@ -973,9 +1207,9 @@ def place_objects(rng, count: int, size: int, equal_size=False):
             for _ in range(200):
                 radius = shared_radius or rng.uniform(0.10, 0.175) * size  # diameter 20..35% of the frame
                 velocity = rng.uniform(-0.015, 0.015, size=2) * size
-                margin = radius + 2 * np.abs(velocity)
+                margin = radius + (frames - 1) / 2 * np.abs(velocity)
                 candidate = (radius, rng.uniform(margin, size - margin), velocity)
-                if not any(too_close(candidate, other) for other in placed):
+                if not any(too_close(candidate, other, frames) for other in placed):
                     placed.append(candidate)
                     break
             else:
@@ -992,11 +1226,12 @@ def smooth_field(rng, grid: int, size: int) -> np.ndarray:
     return (field - field.min()) / (field.max() - field.min() + 1e-6)
 
 
-def synth_video(rng, subset: str, num_categories: int, size: int, silent_objects=None, equal_size=False):
-    """One synthetic video: (categories of its objects, indices of the sounding ones,
-    5 frames uint8 (S, S, 3), 5 GT masks bool (S, S), audio float32 (T,) at 16 kHz).
-    By default 2-3 objects (S4, one sounding) or 2-4 (MS3, one to three sounding, at least one silent);
-    silent_objects=N gives exactly N silent objects beside the sounding ones (S4: 1, MS3: 1-3)."""
+def synth_video(rng, subset: str, num_categories: int, size: int, silent_objects=None, equal_size=False, frames=5):
+    """One synthetic video of `frames` seconds: (categories of its objects, indices of the sounding ones,
+    frames uint8 (S, S, 3), GT masks int (S, S): 1 + the category of the sounding object seen at each pixel, 0
+    elsewhere; audio float32 (T,) at 16 kHz). By default 2-3 objects (S4, one sounding) or 2-4 (MS3 and AVSS,
+    one to three sounding, at least one silent); silent_objects=N gives exactly N silent objects beside the
+    sounding ones (S4: 1, MS3: 1-3)."""
     if silent_objects is None:
         max_objects = 3 if subset == "s4" else 4
         count = int(rng.integers(2, min(max_objects, num_categories) + 1))
@@ -1010,7 +1245,7 @@ def synth_video(rng, subset: str, num_categories: int, size: int, silent_objects
         count = n_sounding + silent_objects
         categories = rng.choice(num_categories, size=count, replace=False)
         sounding = sorted(int(i) for i in rng.choice(count, size=n_sounding, replace=False))
-    layout = place_objects(rng, count, size, equal_size)
+    layout = place_objects(rng, count, size, equal_size, frames)
     colours = []
     for category in categories:  # base colour with mild per-object jitter; stripes set the texture
         _, hue, _ = category_look(int(category), num_categories)
@@ -1023,8 +1258,8 @@ def synth_video(rng, subset: str, num_categories: int, size: int, silent_objects
     background += 0.08 * (smooth_field(rng, 24, size)[..., None] - 0.5)  # finer texture
     ys, xs = np.mgrid[0:size, 0:size] + 0.5  # pixel centres, (S, S) each
     stripe_period = max(4.0, size / 28)
-    frames, masks = [], []
-    for step in (-2, -1, 0, 1, 2):
+    images, masks = [], []
+    for step in frame_steps(frames):
         canvas = background.copy()
         owner = np.full((size, size), -1)  # index of the object visible at each pixel, -1 = background
         for index, (category, colour, (radius, centre, velocity)) in enumerate(zip(categories, colours, layout)):
@@ -1037,13 +1272,13 @@ def synth_video(rng, subset: str, num_categories: int, size: int, silent_objects
             canvas = np.where(inside[..., None], np.array(colour) * shade, canvas)  # later objects occlude
             owner[inside] = index
         canvas += rng.normal(0.0, 0.02, size=canvas.shape)
-        frames.append(np.round(np.clip(canvas, 0, 1) * 255).astype(np.uint8))
-        masks.append(np.isin(owner, sounding))
-    audio = sum(rng.uniform(0.5, 1.0) * category_sound(int(categories[index]), num_categories, rng)
+        images.append(np.round(np.clip(canvas, 0, 1) * 255).astype(np.uint8))
+        masks.append(np.where(np.isin(owner, sounding), np.append(categories, -1)[owner] + 1, 0))
+    audio = sum(rng.uniform(0.5, 1.0) * category_sound(int(categories[index]), num_categories, rng, frames)
                 for index in sounding)
     audio = audio + rng.normal(0.0, 0.01, size=audio.shape)
     audio = (0.8 * audio / np.abs(audio).max()).astype(np.float32)
-    return [int(category) for category in categories], sounding, frames, masks, audio
+    return [int(category) for category in categories], sounding, images, masks, audio
 
 
 def random_video_name(rng):
@@ -1104,9 +1339,9 @@ def synthesize(out, subset, videos, seed, categories=6, size=224, silent_objects
                 continue
             mask_path.parent.mkdir(parents=True, exist_ok=True)
             if subset == "s4":  # 8-bit gray 0/255
-                Image.fromarray(mask.astype(np.uint8) * 255).save(mask_path)
+                Image.fromarray((mask > 0).astype(np.uint8) * 255).save(mask_path)
             else:  # palette PNG, index 1 = foreground
-                palette_mask = Image.fromarray(mask.astype(np.uint8))
+                palette_mask = Image.fromarray((mask > 0).astype(np.uint8))
                 palette_mask.putpalette([0, 0, 0, 255, 255, 255])  # turns the L image into a P image
                 palette_mask.save(mask_path)
         wav_path.parent.mkdir(parents=True, exist_ok=True)
@@ -1116,13 +1351,62 @@ def synthesize(out, subset, videos, seed, categories=6, size=224, silent_objects
     return subset_dir
 
 
+def synthesize_avss(out, videos, seed, categories=6, size=96) -> Path:
+    """Write a synthetic AVSBench-semantic into out/AVSBench-semantic (the official layout): videos spread over
+    v1s (one sounding object, 5 s), v1m (1-3 sounding, 5 s) and v2 (1-3 sounding, 10 s), each split 60/20/20;
+    2-4 objects per frame of distinct categories, the frame size varying by video; a_obj lists the sounding
+    classes; colour masks in the VOC palette and class-index masks of the sounding objects. Deterministic for a
+    seed; replaces an earlier synthetic set there, never real data."""
+    if videos < 9:
+        raise ValueError(f"need at least 9 videos (one per split and set), got {videos}")
+    if not 2 <= categories <= len(S4_CATEGORIES):
+        raise ValueError(f"categories must be in 2..{len(S4_CATEGORIES)}, got {categories}")
+    root = Path(out) / AVSS_DIR
+    if root.exists():
+        if not (root / SYNTH_MARKER).is_file():
+            raise FileExistsError(f"{root} exists and was not made by synthesize_avss(); not overwriting it")
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    (root / SYNTH_MARKER).write_text(f"synthetic AVSBench-semantic made by data.py: videos={videos} seed={seed} "
+                                     f"categories={categories} size={size}\n")
+    names = ["background"] + [name.replace("_", "-") for name in S4_CATEGORIES[:categories]]
+    (root / "label2idx.json").write_text(json.dumps({name: n + 1 for n, name in enumerate(names)}, indent=1))
+    palette = voc_palette(len(names))
+    rng = np.random.default_rng([seed, 2])
+    per_set = [videos // 3 + (k < videos % 3) for k in range(3)]
+    rows = [["vid", "uid", "s_min", "s_sec", "a_obj", "split", "label"]]
+    for label, count in zip(AVSS_SETS, per_set):
+        held_out = max(1, round(0.2 * count))
+        splits = ["train"] * (count - 2 * held_out) + ["val"] * held_out + ["test"] * held_out
+        for split in (splits[i] for i in rng.permutation(count)):
+            uid, start = random_video_name(rng)
+            side = size + 8 * int(rng.integers(0, 4))                 # frames differ in size between videos
+            object_categories, sounding, frames, masks, audio = synth_video(
+                rng, "s4" if label == "v1s" else "ms3", categories, side, frames=AVSS_FRAMES[label])
+            folder = root / label / uid
+            for sub in ("frames", "labels_rgb", "labels_semantic"):
+                (folder / sub).mkdir(parents=True)
+            for frame, (image, mask) in enumerate(zip(frames, masks)):
+                Image.fromarray(image).save(folder / "frames" / f"{frame}.jpg", quality=95)
+                if frame in avss_labelled(label, split):
+                    Image.fromarray(palette[mask]).save(folder / "labels_rgb" / f"{frame}.png")
+                    Image.fromarray(mask.astype(np.uint8)).save(folder / "labels_semantic" / f"{frame}.png")
+            soundfile.write(folder / "audio.wav", audio, SAMPLE_RATE, subtype="PCM_16")
+            a_obj = "_".join(names[object_categories[i] + 1] for i in sounding)
+            rows.append([f"{uid[:11]}", uid, start // 60, start % 60, a_obj, split, label])
+    with open(root / "metadata.csv", "w", newline="") as file:
+        csv.writer(file).writerows(rows)
+    return root
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description="AVSBench data tools")
     commands = parser.add_subparsers(dest="command", required=True)
     synth = commands.add_parser("synth", help="write a synthetic AVSBench subset (exact AVSBench layout)")
-    synth.add_argument("--out", required=True,
-                       help="AVSBench root to write into (creates Single-source/ or Multi-sources/ there)")
-    synth.add_argument("--subset", choices=list(SUBSET_DIRS), required=True)
+    synth.add_argument("--out", required=True, help="AVSBench root to write into (creates Single-source/, "
+                       f"Multi-sources/ or {AVSS_DIR}/ there)")
+    synth.add_argument("--subset", choices=[*SUBSET_DIRS, "avss"], required=True,
+                       help="s4, ms3, or avss (AVSBench-semantic: v1s, v1m and v2 videos, class masks)")
     synth.add_argument("--videos", type=checked(int, at_least(3)), required=True,
                        help="number of videos, split ~60/20/20 (>= 3)")
     synth.add_argument("--seed", type=non_negative_int, required=True)
@@ -1135,15 +1419,21 @@ def main(argv=None):
                        help="draw all objects of a video at one size, so that size does not tell which one sounds")
     args = parser.parse_args(argv)
     started = time.time()
+    if args.subset == "avss" and (args.silent_objects is not None or args.equal_size):
+        parser.error("--silent-objects and --equal-size apply to s4 and ms3")
     try:
         writable_folder(args.out)
-        subset_dir = synthesize(args.out, args.subset, args.videos, args.seed, args.categories, args.size,
-                                args.silent_objects, args.equal_size)
+        if args.subset == "avss":
+            subset_dir = synthesize_avss(args.out, args.videos, args.seed, args.categories, args.size)
+        else:
+            subset_dir = synthesize(args.out, args.subset, args.videos, args.seed, args.categories, args.size,
+                                    args.silent_objects, args.equal_size)
     except (ValueError, FileExistsError) as exc:
         parser.error(str(exc))
     except DataError as exc:
         sys.exit(f"error: {exc}")
-    counts = {split: len(AVSBench(args.out, args.subset, split, args.size).videos) for split in SPLITS}
+    counts = {split: len((AVSS(args.out, split) if args.subset == "avss" else
+                          AVSBench(args.out, args.subset, split, args.size)).videos) for split in SPLITS}
     print(f"wrote {args.videos} synthetic {args.subset} videos (train/val/test {counts['train']}/{counts['val']}/"
           f"{counts['test']}) to {subset_dir} in {time.time() - started:.1f}s")
 

@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader
 
-from data import (BENCHMARKS, MAP_SIZE, SAMPLE_RATE, S4_CATEGORIES, AVSBench, DataError, LocalisationSet, collate, device_name, error_line, frames_clip,
+from data import (AVSS_SETS, AVSS, BENCHMARKS, MAP_SIZE, SAMPLE_RATE, S4_CATEGORIES, AVSBench, DataError,
+                  LocalisationSet, load_class_mask, png_size, collate, device_name, error_line, frames_clip,
                   image_tensor, load_mask, log_spectrogram, non_negative_int, positive_int, progress, read_frame,
                   read_png, spectrogram_at, video_clip, writable_folder, write_mask_png)
 from wsavs import EZVSL, WSAVS, CAMNet, Config, PretrainedWeightsError, PseudoMaskNet
@@ -167,6 +168,82 @@ class Scores:
                 "miou": iou[rows].mean().item(),
                 "fscore": grouped_fscore(curves[rows], [self.videos[i] for i in rows]), "frames": len(rows)}
         return result
+
+
+class SemanticScores:
+    """AVSBench-semantic's metrics of argmax class maps (reference.md section 1, as its compute_color_metrics and
+    test.py): per class and frame, IoU = inter / (union + eps) and F (beta^2 0.3, at the argmax, NaN -> 0), each
+    summed over the frames where the class is in the union and divided by their number. Reported, named:
+    miou / fscore: the official mean over all K classes, a class never seen counting 0 (background included);
+    *_present: the mean over the classes seen; *_pooled: per class, inter and union (or the F counts) pooled over
+    the dataset, then the mean over the classes seen."""
+
+    def __init__(self, num_classes, eps=1e-10):
+        self.k, self.eps = num_classes, eps
+        self.sums = {name: torch.zeros(num_classes, dtype=torch.float64)
+                     for name in ("iou", "f", "frames", "inter", "union", "predicted", "truth")}
+
+    def add(self, pred, gt):
+        """pred, gt: class indices (N, H, W), int64."""
+        for p, g in zip(pred, gt):
+            p, g = F.one_hot(p.flatten(), self.k).bool(), F.one_hot(g.flatten(), self.k).bool()   # (HW, K)
+            counts = {"inter": (p & g).sum(0), "union": (p | g).sum(0), "predicted": p.sum(0), "truth": g.sum(0)}
+            counts = {name: value.double() for name, value in counts.items()}
+            seen = counts["union"] > 0
+            self.sums["iou"] += torch.where(seen, counts["inter"] / (counts["union"] + self.eps), 0.0)
+            self.sums["f"] += torch.where(seen, self.f_measure(counts), 0.0)
+            self.sums["frames"] += seen.double()
+            for name, value in counts.items():
+                self.sums[name] += value
+
+    def f_measure(self, counts):
+        precision = counts["inter"] / (counts["predicted"] + self.eps)
+        recall = counts["inter"] / (counts["truth"] + self.eps)
+        return ((1 + BETA2) * precision * recall / (BETA2 * precision + recall)).nan_to_num(0.0)
+
+    def summary(self):
+        seen = self.sums["frames"] > 0
+        per_class = {name: self.sums[name] / self.sums["frames"].clamp_min(1) for name in ("iou", "f")}
+        pooled = {"iou": self.sums["inter"] / (self.sums["union"] + self.eps), "f": self.f_measure(self.sums)}
+        result = {"protocol": "avss: mean over all classes, unseen classes 0"}
+        for name, key in (("iou", "miou"), ("f", "fscore")):
+            result[key] = per_class[name].mean().item()
+            result[f"{key}_present"] = per_class[name][seen].mean().item() if seen.any() else 0.0
+            result[f"{key}_pooled"] = pooled[name][seen].mean().item() if seen.any() else 0.0
+        result.update(classes_seen=int(seen.sum()), classes=self.k, per_class_iou=per_class["iou"].tolist())
+        return result
+
+
+def read_class_prediction(path, shape, palette_codes):
+    """A saved semantic prediction: an index PNG (8-bit gray or palette: the class number) or an RGB colour PNG in
+    the VOC palette -> class indices int64 (H, W)."""
+    if not path.is_file():
+        raise DataError(f"{path}: missing prediction (expected a class PNG per labelled frame, AVSS's layout)")
+    image = read_png(path)
+    if image.size[::-1] != tuple(shape):
+        raise DataError(f"{path}: prediction is {image.size[0]}x{image.size[1]}, GT mask is {shape[1]}x{shape[0]}")
+    if image.mode in ("L", "P"):
+        classes = torch.from_numpy(np.asarray(image).astype(np.int64))
+        if classes.max() >= len(palette_codes):
+            raise DataError(f"{path}: class {int(classes.max())} in the prediction; there are {len(palette_codes)}")
+        return classes
+    if image.mode != "RGB":
+        raise DataError(f"{path}: prediction has image mode {image.mode}; expected class indices (L or P) or RGB "
+                        "colours of the palette")
+    return load_class_mask(path, image.size, palette_codes)[0]
+
+
+def evaluate_semantic_pred_dir(pred_dir, dataset):
+    """Score the class PNGs {label}/{uid}/{frame}.png of every labelled frame of an AVSS split."""
+    scores = SemanticScores(len(dataset.classes))
+    for index in progress(range(len(dataset)), desc="eval"):
+        item = dataset.items[index]
+        if item.mask_path is None:
+            continue
+        gt = dataset.class_mask(item, png_size(item.image_path))[0]
+        scores.add(read_class_prediction(Path(pred_dir) / f"{item.key}.png", gt.shape, dataset.palette_codes)[None],
+                   gt[None])
+    return scores
 
 
 def format_summary(result):
@@ -607,7 +684,10 @@ def main(argv=None):
                    "{category}/{video}/{video}_{i}.png, MS3 {video}/{video}_{i}.png) or as gt_masks (a split folder "
                    "first)")
     p.add_argument("--root", help="AVSBench folder or a subset folder (default: the checkpoint's)")
-    p.add_argument("--subset", choices=["s4", "ms3"], help="default: the checkpoint's")
+    p.add_argument("--subset", choices=["s4", "ms3", "avss"],
+                   help="default: the checkpoint's; avss (AVSBench-semantic) scores class predictions (--pred-dir)")
+    p.add_argument("--avss-set", default="all", choices=["all", *AVSS_SETS],
+                   help="with --subset avss: the videos of one set, or all (default)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="split to evaluate (default test)")
     p.add_argument("--out", help="output folder (default: eval-<checkpoint name>-<split>[-<audio>-audio] or "
                    "eval-<checkpoint name>-<clip name> beside the checkpoint, or <pred-dir>-eval-<split>); its "
@@ -665,6 +745,9 @@ def main(argv=None):
         p.error("--pred-dir needs --root and --subset")
     if args.benchmark and not (args.checkpoint and args.root) or args.benchmark and (clip_mode or args.audio != "true"):
         p.error("--benchmark needs a checkpoint and --root (the benchmark's folder), and its own audio")
+    if args.subset == "avss" and not args.pred_dir:
+        p.error("--subset avss scores saved class predictions (--pred-dir); the checkpoints of train.py are "
+                "class-agnostic")
     if clip_mode:
         return evaluate_clip(args)
     if args.benchmark:
@@ -675,6 +758,8 @@ def main(argv=None):
         if not Path(args.pred_dir).is_dir():
             raise DataError(f"{args.pred_dir}: --pred-dir is not a folder")
         out_dir = writable_folder(args.out or f"{Path(args.pred_dir).resolve()}-eval-{args.split}")
+        if args.subset == "avss":
+            return evaluate_avss_pred_dir(args, out_dir)
         dataset = AVSBench(args.root, args.subset, args.split)
         dataset.check()
         scores = evaluate_pred_dir(args.pred_dir, dataset, keep)
@@ -705,6 +790,21 @@ def main(argv=None):
     if args.save_preds:
         for key, pred in preds.items():
             write_mask_png(out_dir / "preds" / f"{official_key(key)}.png", pred / 255.0)
+    return result
+
+
+def evaluate_avss_pred_dir(args, out_dir):
+    """--pred-dir with --subset avss: the semantic metrics, every protocol named, into metrics.json."""
+    dataset = AVSS(args.root, args.split, args.avss_set)
+    dataset.check()
+    result = evaluate_semantic_pred_dir(args.pred_dir, dataset).summary()
+    about = {"pred_dir": str(Path(args.pred_dir).resolve()), "root": str(dataset.root), "subset": "avss",
+             "avss_set": args.avss_set, "split": args.split}
+    (out_dir / "metrics.json").write_text(json.dumps({**about, **result}, indent=2))
+    print(f"AVSS {args.avss_set} {args.split}: mIoU {100 * result['miou']:.2f}  F {100 * result['fscore']:.2f} (official: "
+          f"mean over all {result['classes']} classes); over the {result['classes_seen']} classes seen: mIoU "
+          f"{100 * result['miou_present']:.2f}  F {100 * result['fscore_present']:.2f}; pooled: mIoU "
+          f"{100 * result['miou_pooled']:.2f}  F {100 * result['fscore_pooled']:.2f}\nwrote {out_dir / 'metrics.json'}")
     return result
 
 

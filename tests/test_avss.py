@@ -1,0 +1,151 @@
+"""AVSBench-semantic: the synthetic set in the official layout, the reader (video-level labels from the metadata,
+colour masks through the palette), its one-line errors, and the semantic metrics on hand-worked cases."""
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import eval as evaluation
+from data import AVSS, AVSS_DIR, DataError, collate, synthesize_avss, voc_palette
+from test_train_eval import error_of, run_script
+
+
+@pytest.fixture(scope="module")
+def avss_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("avss")
+    synthesize_avss(root, videos=12, seed=0, size=48)
+    return root
+
+
+def tree_digest(folder):
+    h = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            h.update(str(path.relative_to(folder)).encode() + path.read_bytes())
+    return h.hexdigest()
+
+
+def test_palette_is_vocs():
+    assert voc_palette(6).tolist() == [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0], [0, 0, 128], [128, 0, 128]]
+    assert voc_palette(256)[255].tolist() == [224, 224, 192]
+
+
+def test_synthetic_avss_layout_and_determinism(avss_root, tmp_path):
+    root = avss_root / AVSS_DIR
+    names = json.loads((root / "label2idx.json").read_text())
+    assert names["background"] == 1 and names["ambulance-siren"] == 2 and len(names) == 7
+    header, *rows = [line.split(",") for line in (root / "metadata.csv").read_text().splitlines()]
+    assert header == ["vid", "uid", "s_min", "s_sec", "a_obj", "split", "label"] and len(rows) == 12
+    for vid, uid, _, _, a_obj, split, label in rows:
+        folder = root / label / uid
+        frames = sorted(p.name for p in (folder / "frames").iterdir())
+        assert len(frames) == (10 if label == "v2" else 5)
+        labelled = sorted(p.name for p in (folder / "labels_rgb").iterdir())
+        assert labelled == (["0.png"] if (label, split) == ("v1s", "train") else sorted(frames_png(len(frames))))
+        sounding = {names[n] - 1 for n in a_obj.split("_")}
+        for name in labelled:
+            classes = set(np.unique(np.asarray(Image.open(folder / "labels_semantic" / name))).tolist()) - {0}
+            assert classes <= sounding                    # masks hold the sounding objects only
+    sizes = {Image.open(root / label / uid / "frames" / "0.jpg").size for _, uid, _, _, _, _, label in rows}
+    assert len(sizes) > 1                                 # frames differ in size between videos
+    synthesize_avss(tmp_path, videos=12, seed=0, size=48)
+    assert tree_digest(tmp_path / AVSS_DIR) == tree_digest(root)
+
+
+def frames_png(count):
+    return [f"{i}.png" for i in range(count)]
+
+
+def test_reader_labels_masks_and_batches(avss_root):
+    test = AVSS(avss_root, "test", img_size=32)
+    assert len(test.videos) == 3 and len(test) == sum(10 if v.startswith("v2") else 5 for v in test.videos)
+    item = test[0]
+    assert item["image"].shape == (3, 32, 32) and item["audio"].shape == (1, 257, 300)
+    semantic = np.asarray(Image.open(test.items[0].mask_path.parent.parent / "labels_semantic" / "0.png"))
+    assert torch.equal(item["mask"][0], torch.from_numpy(semantic.astype(np.int64)))
+    assert item["labels"].nonzero().flatten().tolist() == list(test.items[0].classes)
+    batch = collate([test[i] for i in range(len(test))])           # frames of several sizes
+    assert batch["image"].shape[0] == len(test) and len({m.shape for m in batch["mask"]}) > 1
+    train = AVSS(avss_root, "train", avss_set="v1s")
+    assert all(item.mask_path is None for item in train.items if item.frame > 0)
+    with pytest.raises(DataError, match="no v2 videos in split"):
+        AVSS(avss_root, "nosuch", avss_set="v2")
+
+
+@pytest.mark.parametrize("damage,expected", [
+    ("missing label frame", "missing file (avss test needs it)"),
+    ("unknown colour", "unknown colour (1, 2, 3) at x=0, y=0"),
+    ("no split column", "no split column"),
+    ("unknown class", "'unicorn', not in label2idx.json"),
+    ("semantic disagrees", "disagrees with 0.png on 1 pixels"),
+])
+def test_bad_avss_data_stops_with_one_line(avss_root, tmp_path, damage, expected):
+    copy = tmp_path / "copy"
+    shutil.copytree(avss_root, copy)
+    root = copy / AVSS_DIR
+    test = AVSS(copy, "test")
+    label_frame = test.items[0].mask_path
+    if damage == "missing label frame":
+        path = label_frame
+        path.unlink()
+    elif damage == "unknown colour":
+        path = label_frame
+        image = np.asarray(Image.open(path)).copy()
+        image[0, 0] = (1, 2, 3)
+        Image.fromarray(image).save(path)
+    elif damage == "semantic disagrees":
+        path = label_frame.parent.parent / "labels_semantic" / "0.png"
+        image = np.asarray(Image.open(path)).copy()
+        image[0, 0] = 5 if image[0, 0] != 5 else 4
+        Image.fromarray(image).save(path)
+    else:
+        path = root / "metadata.csv"
+        lines = path.read_text().splitlines()
+        if damage == "no split column":
+            path.write_text("\n".join(",".join(c for i, c in enumerate(line.split(",")) if i != 5) for line in lines))
+        else:
+            cells = lines[1].split(",")
+            cells[4] = cells[4] + "_unicorn"
+            path.write_text("\n".join([lines[0], ",".join(cells), *lines[2:]]) + "\n")
+    pred_dir = tmp_path / "preds"
+    pred_dir.mkdir()
+    line = error_of(run_script("eval.py", "--pred-dir", str(pred_dir), "--root", str(copy), "--subset", "avss"))
+    assert line.startswith(f"error: {path}") and expected in line, line
+
+
+def test_semantic_metrics_hand_worked():
+    """Frame 1 (gt | pred): class 0 IoU 1/1, class 1 1/2, class 2 1/2. Frame 2: gt all class 1, pred half class 0:
+    class 1 2/4, class 0 0/2. Per class over the frames where it is in the union: 0: (1 + 0) / 2, 1: (1/2 + 1/2)
+    / 2, 2: 1/2. Pooled: 0: 1/3, 1: 3/6, 2: 1/2. With K = 4, class 3 is never seen."""
+    gt = torch.tensor([[[0, 1], [1, 2]], [[1, 1], [1, 1]]])
+    pred = torch.tensor([[[0, 1], [2, 2]], [[0, 0], [1, 1]]])
+    scores = evaluation.SemanticScores(4)
+    scores.add(pred, gt)
+    result = scores.summary()
+    assert result["miou"] == pytest.approx(1.5 / 4) and result["miou_present"] == pytest.approx(0.5)
+    assert result["miou_pooled"] == pytest.approx((1 / 3 + 0.5 + 0.5) / 3)
+    assert result["classes_seen"] == 3 and result["per_class_iou"][3] == 0.0
+    # F at the argmax: class 0 frame 1: 1, frame 2: P 0/2 -> 0; class 1 frame 1: P 1, R 1/2 -> 1.3 / 1.6;
+    # frame 2: P 1, R 1/2; class 2: P 1/2, R 1 -> 0.65 / 1.15
+    f1 = 1.3 * 0.5 / (0.3 + 0.5)
+    assert result["fscore"] == pytest.approx((0.5 + f1 + 0.65 / 1.15) / 4)
+
+
+@pytest.mark.parametrize("kind", ["index", "colour"])
+def test_pred_dir_of_perfect_predictions(avss_root, tmp_path, kind):
+    test = AVSS(avss_root, "test")
+    for item in test.items:
+        if item.mask_path is not None:
+            target = tmp_path / "preds" / f"{item.key}.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source = item.mask_path if kind == "colour" else item.mask_path.parent.parent / "labels_semantic" / \
+                item.mask_path.name
+            target.write_bytes(source.read_bytes())
+    result = evaluation.main(["--pred-dir", str(tmp_path / "preds"), "--root", str(avss_root), "--subset", "avss",
+                              "--out", str(tmp_path / "out")])
+    assert result["miou_present"] == pytest.approx(1.0) and result["fscore_present"] == pytest.approx(1.0)
+    assert result["miou"] == pytest.approx(result["classes_seen"] / 7)      # the official mean: unseen count 0
