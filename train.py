@@ -387,7 +387,7 @@ class RunningSums:
         """Every `every` steps: the non-finite check, and the running mean loss on the progress bar."""
         if (step + 1) % every == 0:
             self.check()
-            bar.set_postfix(loss=f"{self.sums['loss'].item() / max(1, self.steps):.3f}")
+            bar.set_postfix(loss=f"{self.sums['loss'].item() / max(1, self.steps):.3f}", refresh=False)
 
 
 # ---------------------------------------------------------------------------------------------
