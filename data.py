@@ -609,6 +609,10 @@ class AVSBench(torch.utils.data.Dataset):
     def has_gt(self, index) -> bool:
         return self.items[index].mask_path is not None
 
+    def gt_foreground(self, index, frame_size) -> np.ndarray:
+        """The item's GT mask as bool (H, W)."""
+        return load_mask(self.items[index].mask_path, frame_size)[0].numpy() > 0
+
     def category_name(self, index) -> Optional[str]:
         return self.items[index].category_name
 
@@ -669,13 +673,10 @@ class AVSBench(torch.utils.data.Dataset):
 
 
 def collate(samples: list) -> dict:
-    """torch's default_collate, except that GT masks stay a list of (1, H, W) tensors: frames are resized to one
-    size, but their masks keep the frames' own sizes, which may differ within a split."""
-    masks = [sample.pop("mask") for sample in samples] if "mask" in samples[0] else None
-    batch = default_collate(samples)
-    if masks is not None:
-        batch["mask"] = masks
-    return batch
+    """torch's default_collate, except that GT masks (and AVSS class masks) stay lists of (1, H, W) tensors:
+    frames are resized to one size, but their masks keep the frames' own sizes, which may differ within a split."""
+    kept = {name: [sample.pop(name) for sample in samples] for name in ("mask", "class_mask") if name in samples[0]}
+    return {**default_collate(samples), **kept}
 
 
 # -----------------------------------------------------------------------------
@@ -910,15 +911,21 @@ class AVSSItem(NamedTuple):
     mask_path: Optional[Path]
     wav_path: Path
     key: str                  # label/uid/frame: names predictions and pseudo masks
+    category_name: str        # the sounding classes' names, for titles
+
+    @property
+    def category(self):       # AVSBench's single-category field: AVSS videos have several (see classes)
+        return -1
 
 
 class AVSS(torch.utils.data.Dataset):
     """AVSBench-semantic: one item per frame of the split's videos of the chosen set(s), with the video-level
     labels (never read from a mask) and, where AVSS has one, the class mask at the frame's own size."""
 
-    def __init__(self, root, split="train", avss_set="all", img_size=224, augment=None):
+    def __init__(self, root, split="train", avss_set="all", img_size=224, augment=None, pseudo_mask_dir=None):
         self.root, self.split, self.img_size, self.augment = avss_root(root), split, img_size, augment
         self.subset, self.waves = "avss", {}
+        self.pseudo_mask_dir = None if pseudo_mask_dir is None else Path(pseudo_mask_dir)
         self.classes = read_classes(self.root)
         self.palette_codes = (voc_palette(len(self.classes)).astype(np.int64) @ np.array([1 << 16, 1 << 8, 1]))
         sets = AVSS_SETS if avss_set == "all" else (avss_set,)
@@ -932,10 +939,12 @@ class AVSS(torch.utils.data.Dataset):
             for frame in range(AVSS_FRAMES[v.label]):
                 mask = folder / "labels_rgb" / f"{frame}.png" if frame in avss_labelled(v.label, split) else None
                 self.items.append(AVSSItem(f"{v.label}/{v.uid}", frame, v.classes, folder / "frames" / f"{frame}.jpg",
-                                           mask, folder / "audio.wav", f"{v.label}/{v.uid}/{frame}"))
+                                           mask, folder / "audio.wav", f"{v.label}/{v.uid}/{frame}",
+                                           " ".join(self.classes[c] for c in v.classes)))
         self.keys = [item.key for item in self.items]
         for item in self.items:
-            for path in (item.image_path, item.mask_path, item.wav_path if item.frame == 0 else None):
+            pseudo = self.pseudo_mask_dir / f"{item.key}.png" if self.pseudo_mask_dir is not None else None
+            for path in (item.image_path, item.mask_path, item.wav_path if item.frame == 0 else None, pseudo):
                 if path is not None and not path.is_file():
                     raise DataError(f"{path}: missing file (avss {split} needs it)")
 
@@ -966,6 +975,17 @@ class AVSS(torch.utils.data.Dataset):
 
     def image_path(self, index) -> Path:
         return self.items[index].image_path
+
+    def mask_path(self, index) -> Optional[Path]:
+        return self.items[index].mask_path
+
+    def gt_foreground(self, index, frame_size) -> np.ndarray:
+        """Where any sounding class is, bool (H, W)."""
+        return self.class_mask(self.items[index], frame_size)[0].numpy() > 0
+
+    def cache_audio(self, show_progress=True):
+        for index in progress(range(len(self.items)), desc=f"decoding {self.split} audio", disable=not show_progress):
+            self.waveform(index)
 
     def swap_partners(self) -> dict:
         """Swapped sounds: the same frame (or the last one) of the next video with other sounding classes."""
@@ -999,10 +1019,13 @@ class AVSS(torch.utils.data.Dataset):
         frame = read_frame(item.image_path)
         sample = {"image": image_tensor(frame, self.img_size, aug), "audio": self.audio(index),
                   "labels": self.labels(item), "video": item.video, "frame": item.frame, "key": item.key,
-                  "has_mask": item.mask_path is not None}
-        if aug is None:
-            sample["mask"] = (self.class_mask(item, frame.size) if item.mask_path is not None else
-                              torch.zeros((1, frame.size[1], frame.size[0]), dtype=torch.long))
+                  "category": -1, "has_mask": item.mask_path is not None}
+        if aug is None:      # class masks, and the foreground masks the class-agnostic metrics read
+            classes = (self.class_mask(item, frame.size) if item.mask_path is not None else
+                       torch.zeros((1, frame.size[1], frame.size[0]), dtype=torch.long))
+            sample.update(class_mask=classes, mask=(classes > 0).float())
+        if self.pseudo_mask_dir is not None:
+            sample["pseudo_mask"] = load_pseudo_mask(self.pseudo_mask_dir / f"{item.key}.png", self.img_size, aug)
         return sample
 
 

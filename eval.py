@@ -28,16 +28,16 @@ from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader
 
 from data import (AVSS_SETS, AVSS, BENCHMARKS, MAP_SIZE, SAMPLE_RATE, S4_CATEGORIES, AVSBench, DataError,
-                  LocalisationSet, load_class_mask, png_size, collate, device_name, error_line, frames_clip,
-                  image_tensor, load_mask, log_spectrogram, non_negative_int, positive_int, progress, read_frame,
+                  LocalisationSet, load_class_mask, png_size, voc_palette, collate, device_name, error_line, frames_clip,
+                  image_tensor, log_spectrogram, non_negative_int, positive_int, progress, read_frame,
                   read_png, spectrogram_at, video_clip, writable_folder, write_mask_png)
-from wsavs import EZVSL, WSAVS, CAMNet, Config, PretrainedWeightsError, PseudoMaskNet
+from wsavs import EZVSL, WSAVS, WSAVSS, CAMNet, Config, PretrainedWeightsError, PseudoMaskNet
 
 BETA2 = 0.3
 F_THRESHOLDS = torch.linspace(0, 1 - 1e-10, 255)  # float32, as in the official code (the last rounds to 1.0)
 
 
-METHODS = ("wsavs", "avs-ws", "cam", "ezvsl", "c2am")  # train.py's --method, described there
+METHODS = ("wsavs", "avs-ws", "cam", "ezvsl", "c2am", "wsavss")  # train.py's --method, described there
 # How frames are grouped before the max over thresholds of the F curve (reference.md section 2): by video
 # (AVSBench's test.py), by batches of 4 videos = 20 frames in split order (AVSBench's shipped test.sh runs
 # test.py with --test_batch_size 4), by frame (the WS-AVS release).
@@ -48,7 +48,10 @@ class CheckpointError(Exception):
     pass
 
 
-def build_model(method, cfg):
+def build_model(method, cfg, classes=None):
+    """The network of a method; wsavss needs the class list (its decoder has one output per class)."""
+    if method == "wsavss":
+        return WSAVSS(cfg, len(classes))
     if method == "cam":
         return CAMNet(cfg, num_classes=len(S4_CATEGORIES))
     if method == "ezvsl":
@@ -231,6 +234,67 @@ def read_class_prediction(path, shape, palette_codes):
         raise DataError(f"{path}: prediction has image mode {image.mode}; expected class indices (L or P) or RGB "
                         "colours of the palette")
     return load_class_mask(path, image.size, palette_codes)[0]
+
+
+SEMANTIC_PREDICTIONS = ("wsavss", "top_class", "cam")    # WSAVSS.predict_classes: the method and two baselines
+
+
+@torch.no_grad()
+def evaluate_semantic(model, loader, num_classes, device, keep_videos=4):
+    """A WSAVSS checkpoint's three class maps (its own and the two baselines of the same network), each scored at
+    the ground truth's size (nearest) with SemanticScores. Returns ({name: summary}, {key: {name: (H, W)}} of
+    the labelled frames of the first keep_videos videos, for the figure)."""
+    model.eval()
+    scores = {name: SemanticScores(num_classes) for name in SEMANTIC_PREDICTIONS}
+    kept, videos = {}, []
+    for batch in progress(loader, desc="semantic"):
+        rows = [i for i, has in enumerate(batch["has_mask"].tolist()) if has]
+        if not rows:
+            continue
+        predictions = model.predict_classes(batch["image"][rows].to(device), batch["audio"][rows].to(device))
+        for k, i in enumerate(rows):
+            gt = batch["class_mask"][i][0]
+            videos += [batch["video"][i]] if batch["video"][i] not in videos else []
+            for name, pred in predictions.items():
+                p = F.interpolate(pred[k][None, None].float().cpu(), size=gt.shape, mode="nearest")[0, 0].long()
+                scores[name].add(p[None], gt[None])
+                if batch["video"][i] in videos[:keep_videos]:
+                    kept.setdefault(batch["key"][i], {})[name] = p.numpy()
+    return {name: score.summary() for name, score in scores.items()}, kept
+
+
+def save_semantic_figure(dataset, kept, path):
+    """One row per kept frame: frame | ground truth | WSAVSS | top-class baseline | CAM baseline, classes in
+    their palette colours, over the dimmed frame."""
+    palette = voc_palette(len(dataset.classes))
+    rows = []
+    for index, item in enumerate(dataset.items):
+        if item.key not in kept:
+            continue
+        frame = np.asarray(read_frame(item.image_path))
+        gt = dataset.class_mask(item, frame.shape[1::-1])[0].numpy()
+        panels = [frame] + [np.where((m > 0)[..., None], palette[m], frame // 4)
+                            for m in (gt, *(kept[item.key][name] for name in SEMANTIC_PREDICTIONS))]
+        scale = -(-160 // frame.shape[1])
+        row = np.concatenate(panels, axis=1).repeat(scale, axis=0).repeat(scale, axis=1)
+        rows.append(titled(row, f"{item.key}  sounding: {item.category_name}"))
+    width = max(row.shape[1] for row in rows)
+    rows = [np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0))) for row in rows]
+    header = titled(np.zeros((0, width, 3), np.uint8), "frame | ground truth | WSAVSS | top class | CAM")
+    Image.fromarray(np.concatenate([header, *rows], axis=0)).save(path)
+
+
+def report_semantic(results, dataset, kept, out_dir):
+    """Adds `semantic` to metrics.json, draws semantic.png and prints one line per prediction."""
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    metrics["semantic"] = results
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    save_semantic_figure(dataset, kept, out_dir / "semantic.png")
+    for name, r in results.items():
+        print(f"  semantic {name:10s} mIoU {100 * r['miou']:6.2f}  F {100 * r['fscore']:6.2f} (official, all "
+              f"{r['classes']} classes)   present: mIoU {100 * r['miou_present']:6.2f}  F {100 * r['fscore_present']:6.2f}"
+              f"   pooled: mIoU {100 * r['miou_pooled']:6.2f}")
+    print(f"wrote {out_dir / 'semantic.png'}")
 
 
 def evaluate_semantic_pred_dir(pred_dir, dataset):
@@ -438,7 +502,7 @@ def load_checkpoint(path, map_location="cpu"):
 def model_from_checkpoint(ckpt, path):
     try:
         cfg = Config(**{**ckpt["config"], "pretrained": False, "audio_pretrained": False})  # weights come next
-        model = build_model(ckpt.get("method", "wsavs"), cfg)
+        model = build_model(ckpt.get("method", "wsavs"), cfg, ckpt.get("classes"))
         model.load_state_dict(ckpt["model"])
     except (TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: saved with another architecture ({str(e).splitlines()[0][:200]})") from None
@@ -484,7 +548,7 @@ def save_overlays(dataset, scores, videos, out_dir, ranked=False, min_width=160)
             if pred is None:                                    # no GT, not scored (S4 train frames 2-5)
                 continue
             frame = np.array(read_frame(dataset.image_path(index)).resize(pred.shape[::-1]))
-            gt = load_mask(dataset.mask_path(index), pred.shape[::-1])[0].numpy() > 0
+            gt = dataset.gt_foreground(index, pred.shape[::-1])
             panels = np.concatenate([frame, highlight(frame, gt), highlight(frame, pred > 127)], axis=1)
             scale = -(-min_width // frame.shape[1])
             panels = panels.repeat(scale, axis=0).repeat(scale, axis=1)
@@ -496,6 +560,7 @@ def save_overlays(dataset, scores, videos, out_dir, ranked=False, min_width=160)
         columns = np.concatenate([titled(np.zeros((0, width // 3, 3), np.uint8), title)
                                   for title in ("frame", "ground truth", "prediction")], axis=1)
         name = f"{rank:03d}_{video}.png" if ranked else f"{video}.png"
+        name = name.replace("/", "_")                           # AVSS videos are named set/uid
         Image.fromarray(np.concatenate([header, columns, *rows], axis=0)).save(out_dir / name)
 
 
@@ -745,9 +810,6 @@ def main(argv=None):
         p.error("--pred-dir needs --root and --subset")
     if args.benchmark and not (args.checkpoint and args.root) or args.benchmark and (clip_mode or args.audio != "true"):
         p.error("--benchmark needs a checkpoint and --root (the benchmark's folder), and its own audio")
-    if args.subset == "avss" and not args.pred_dir:
-        p.error("--subset avss scores saved class predictions (--pred-dir); the checkpoints of train.py are "
-                "class-agnostic")
     if clip_mode:
         return evaluate_clip(args)
     if args.benchmark:
@@ -770,8 +832,13 @@ def main(argv=None):
         path, suffix = Path(args.checkpoint).resolve(), "" if args.audio == "true" else f"-{args.audio}-audio"
         out_dir = writable_folder(args.out or path.parent / f"eval-{path.stem}-{args.split}{suffix}")
         device = pick_device(args.device)
-        dataset = AVSBench(args.root or ckpt["args"]["root"], args.subset or ckpt["args"]["subset"], args.split,
-                           img_size=model.cfg.img_size)
+        subset = args.subset or ckpt["args"]["subset"]
+        if (subset == "avss") != (ckpt.get("method") == "wsavss"):
+            p.error("--subset avss goes with a wsavss checkpoint (train.py --subset avss --method wsavss)")
+        root = args.root or ckpt["args"]["root"]
+        dataset = (AVSS(root, args.split, ckpt["args"].get("avss_set", "all") if args.avss_set == "all" else
+                        args.avss_set, img_size=model.cfg.img_size) if subset == "avss" else
+                   AVSBench(root, subset, args.split, img_size=model.cfg.img_size))
         dataset.check()
         inputs = dataset if args.audio == "true" else AudioControl(dataset, args.audio)
         loader = DataLoader(inputs, batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate)
@@ -787,6 +854,10 @@ def main(argv=None):
     if args.save_preds:                                         # report() clears the folder's old preds first
         preds = scores.predictions
     result = report(scores, dataset, out_dir, args.overlays, args.worst, about, args.fscore_grouping)
+    if dataset.subset == "avss" and not args.pred_dir:
+        semantic, kept = evaluate_semantic(model, loader, len(dataset.classes), device)
+        report_semantic(semantic, dataset, kept, out_dir)
+        result["semantic"] = semantic
     if args.save_preds:
         for key, pred in preds.items():
             write_mask_png(out_dir / "preds" / f"{official_key(key)}.png", pred / 255.0)

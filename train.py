@@ -54,12 +54,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Sampler, Subset
 
 import eval as evaluation
-from data import (SPLITS, SUBSET_DIRS, SYNTH_MARKER, AVSBench, DataError, checked, collate, device_name,
+from data import (AVSS_SETS, SPLITS, SUBSET_DIRS, SYNTH_MARKER, AVSS, AVSBench, DataError, checked, collate, device_name,
                   error_line, non_negative_int, positive_int, progress, synthesize, synthetic_stamp,
                   writable_folder, write_mask_png)
 from wsavs import (PMR_FIELDS, PMR_VERSION, PRESETS, RANGES, Config, PretrainedWeightsError, PseudoMaskNet,
                    border_activation, c2am_step_loss, check_range, decide_polarity, differences, m2icl_loss,
-                   preset_config, pseudo_masks, saliency_step_loss, wsavs_loss)
+                   preset_config, pseudo_masks, saliency_step_loss, wsavs_loss, wsavss_loss)
 
 DEMO = dict(root="data/demo-avsbench", out="runs/demo", workers=0, preset="small", overwrite=True)
 # The demo trains the WS-AVS row of bench/run.py on S4: many videos seen once (with 60 training videos seen
@@ -129,7 +129,10 @@ def parse_args(argv=None):
                    help="wsavs (default) or a Table 1 baseline: avs-ws, cam, ezvsl, c2am (see above)")
     p.add_argument("--root", default="AVSBench", help="the AVSBench folder (holding Single-source/ and "
                    "Multi-sources/) or one subset folder (default: AVSBench)")
-    p.add_argument("--subset", default="s4", choices=["s4", "ms3"], help="single-source (s4) or multi-source (ms3)")
+    p.add_argument("--subset", default="s4", choices=["s4", "ms3", "avss"],
+                   help="single-source (s4), multi-source (ms3), or AVSBench-semantic (avss, with --method wsavss)")
+    p.add_argument("--avss-set", default="all", choices=["all", *AVSS_SETS],
+                   help="with --subset avss: train and score on the videos of one set, or all (default)")
     p.add_argument("--out", default="runs/wsavs", help="output folder: checkpoints, log.jsonl, eval-test/")
     p.add_argument("--pseudo-masks", help="folder of the phase-1 pseudo masks and pmr.pt, reused by any run with the "
                    "same phase-1 recipe (default: <out>/pseudo_masks)")
@@ -173,6 +176,8 @@ def parse_args(argv=None):
         p.error(str(e))
     if args.method != "wsavs" and not (args.avf and args.pmr and args.fusion_stages in (None, 4)):
         p.error("--no-avf, --no-pmr and --fusion-stages apply to --method wsavs only")
+    if (args.method == "wsavss") != (args.subset == "avss"):
+        p.error("--subset avss trains --method wsavss, which needs AVSS's class labels")
     if args.method == "cam" and args.subset != "s4":
         p.error("--method cam needs the S4 category labels; AVSBench MS3 has none")
     if args.amp == "fp16" and not (torch.cuda.is_available() and args.device != "cpu"):
@@ -187,6 +192,13 @@ def recipe_line(args):
     changed = differences(args.cfg, args.preset)
     listed = ", ".join(f"{name}={value}" for name, value in changed.items()) or "none"
     return f"preset {args.preset}; differs from it: {listed}"
+
+
+def open_split(args, split, **kw):
+    """A split of the chosen data: AVSBench S4 / MS3, or AVSBench-semantic (one set or all)."""
+    if args.subset == "avss":
+        return AVSS(args.root, split, args.avss_set, **kw)
+    return AVSBench(args.root, args.subset, split, **kw)
 
 
 def seed_everything(seed):
@@ -395,7 +407,8 @@ class RunningSums:
 
 def pmr_recipe(args, cfg):
     """What phase 1's pseudo masks depend on: a later run with the same recipe reuses them."""
-    return {"version": PMR_VERSION, "root": str(Path(args.root).resolve()), "subset": args.subset, "seed": args.seed,
+    return {"version": PMR_VERSION, "root": str(Path(args.root).resolve()), "subset": args.subset,
+            "avss_set": args.avss_set, "seed": args.seed,
             "config": {name: getattr(cfg, name) for name in PMR_FIELDS}}
 
 
@@ -410,7 +423,7 @@ def train_pmr(args, cfg, device, out, rank=0, world=1):
             print(f"PMR: reusing pseudo masks in {pseudo_dir} (delete the folder to regenerate)")
         return pseudo_dir
 
-    train_set = AVSBench(args.root, args.subset, "train", img_size=cfg.img_size, augment=cfg.augment)
+    train_set = open_split(args, "train", img_size=cfg.img_size, augment=cfg.augment)
     net = PseudoMaskNet(cfg).to(device)
     if world > 1 and device.type == "cuda":                      # batch statistics over all N b frames
         net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
@@ -469,7 +482,7 @@ def train_pmr(args, cfg, device, out, rank=0, world=1):
     pseudo_dir.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         save_atomic({"model": net.state_dict(), "config": asdict(cfg)}, pseudo_dir / "pmr.pt")
-    plain_set = AVSBench(args.root, args.subset, "train", img_size=cfg.img_size)
+    plain_set = open_split(args, "train", img_size=cfg.img_size)
     share = Subset(plain_set, range(rank, len(plain_set), world))
     scores = evaluation.Scores()
     for batch in progress(loader(share, cfg.batch_size, args.workers), desc="PMR pseudo masks", disable=rank != 0):
@@ -505,6 +518,8 @@ def batch_loss(args, cfg, model, batch, video_ids, device, gather):
         loss = m2icl_loss(out["audio_embed"], out["visual_maps"], video_ids, cfg.tau, gather, cfg.mask_same_video)
         return loss, {"avf": loss.detach()}
     pseudo_mask = batch["pseudo_mask"].to(device, non_blocking=True) if args.pmr else None
+    if args.method == "wsavss":
+        return wsavss_loss(out, pseudo_mask, batch["labels"].to(device, non_blocking=True), video_ids, cfg, gather)
     return wsavs_loss(out, pseudo_mask, video_ids, cfg, avf=args.avf, pmr=args.pmr, gather=gather)
 
 
@@ -520,12 +535,11 @@ def set_rng_state(state):
 
 
 def train_network(args, cfg, device, out, pseudo_dir, rank=0, world=1):
-    train_set = AVSBench(args.root, args.subset, "train", img_size=cfg.img_size, augment=cfg.augment,
-                         pseudo_mask_dir=pseudo_dir)
-    val_set = AVSBench(args.root, args.subset, "val", img_size=cfg.img_size)
+    train_set = open_split(args, "train", img_size=cfg.img_size, augment=cfg.augment, pseudo_mask_dir=pseudo_dir)
+    val_set = open_split(args, "val", img_size=cfg.img_size)
     video_index = {v: i for i, v in enumerate(train_set.videos)}
     torch.manual_seed(args.seed + 1)                             # same weights whether or not phase 1 ran now
-    model = evaluation.build_model(args.method, cfg).to(device)
+    model = evaluation.build_model(args.method, cfg, getattr(train_set, "classes", None)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
     start_epoch, start_step, best_miou, best_epoch, totals = 0, 0, -1.0, 0, {}
@@ -566,6 +580,7 @@ def train_network(args, cfg, device, out, pseudo_dir, rank=0, world=1):
         Every process has checked that no loss so far was non-finite (sums.check or sums.means)."""
         if rank == 0:
             ckpt = {"method": args.method, "model": network.state_dict(), **run_record(args),
+                    "classes": getattr(train_set, "classes", None),
                     "epoch": epoch, "step": step, "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                     "best_miou": best_miou, "best_epoch": best_epoch, "totals": sums.floats(), "rng": rng_state(),
                     "val": val, "log": [r for r in log if "epoch" not in r or r["epoch"] <= epoch]}
@@ -624,7 +639,7 @@ def c2am_checkpoint(args, cfg, device, out, pseudo_dir):
     """The c2am baseline has no phase 2: its checkpoint is phase 1's network, scored once on val."""
     net = PseudoMaskNet(cfg).to(device)
     net.load_state_dict(torch.load(pseudo_dir / "pmr.pt", map_location=device, weights_only=True)["model"])
-    val_set = AVSBench(args.root, args.subset, "val", img_size=cfg.img_size)
+    val_set = open_split(args, "val", img_size=cfg.img_size)
     val = evaluation.evaluate(net, loader(val_set, cfg.batch_size, args.workers), device, desc="val").summary()
     ckpt = {"method": "c2am", "model": net.state_dict(), **run_record(args), "epoch": cfg.pmr_epochs, "val": {"miou": val["miou"], "fscore": val["fscore"]}}
     save_atomic(ckpt, out / "last.pt")
@@ -645,7 +660,7 @@ def run_record(args):
 # Checks before any work: outputs, resume / init, data
 
 ARCHITECTURE_FIELDS = ("backbone", "audio_stem_stride", "audio_norm", "dim", "decoder_dim", "fusion_stages")
-RESUME_ARGS = ("method", "subset", "root", "seed", "avf", "pmr", "amp")     # besides the Config, but epochs
+RESUME_ARGS = ("method", "subset", "avss_set", "root", "seed", "avf", "pmr", "amp")     # besides the Config, but epochs
 
 
 def listed(changes):
@@ -701,7 +716,7 @@ def check_data(args, rank=0, world=1):
     started = time.time()
     videos = {}
     for split in SPLITS:
-        dataset = AVSBench(args.root, args.subset, split)
+        dataset = open_split(args, split)
         dataset.check(show_progress=rank == 0, rank=rank, world=world)
         videos[split] = len(dataset.videos)
     if rank == 0:
@@ -757,7 +772,7 @@ def run(args, rank, world, device):
                                 **run_record(args)}) + "\n")
     seed_everything(args.seed)
 
-    needs_pmr = args.method == "c2am" or (args.method == "wsavs" and args.pmr)
+    needs_pmr = args.method in ("c2am", "wsavss") or (args.method == "wsavs" and args.pmr)
     pseudo_dir = None
     if needs_pmr:
         pseudo_dir = train_pmr(args, cfg, device, out, rank, world)
@@ -770,7 +785,7 @@ def run(args, rank, world, device):
     if rank == 0:
         best = evaluation.load_checkpoint(out / "best.pt", map_location=device)
         model.load_state_dict(best["model"])
-        test_set = AVSBench(args.root, args.subset, "test", img_size=cfg.img_size)
+        test_set = open_split(args, "test", img_size=cfg.img_size)
         scores = evaluation.evaluate(model, loader(test_set, cfg.batch_size, args.workers), device,
                                      keep_predictions=True, desc="test")
         print(f"test (best.pt, epoch {best['epoch']}):")
@@ -778,6 +793,10 @@ def run(args, rank, world, device):
                  "preset": args.preset, "differs": differences(cfg, args.preset), "root": args.root,
                  "subset": args.subset, "split": "test", "audio": "true"}
         evaluation.report(scores, test_set, out / "eval-best-test", n_sample=8, n_worst=8, about=about)
+        if args.method == "wsavss":
+            semantic, kept = evaluation.evaluate_semantic(model, loader(test_set, cfg.batch_size, args.workers),
+                                                          len(test_set.classes), device)
+            evaluation.report_semantic(semantic, test_set, kept, out / "eval-best-test")
         print(f"done in {(time.time() - started) / 60:.1f} min")
 
 

@@ -9,6 +9,7 @@ Read top to bottom, it follows section 3 of the paper:
      saliency head, the pseudo masks of a batch                              (section 3.3, Eq. 6)
   6. the training losses (phase 2), with the optional audio gate             (Eq. 7-8)
   7. the Table 1 baselines that need their own network: CAM, EZ-VSL           (section 4.2)
+  8. semantic segmentation (AVSS) from video-level labels: WSAVSS              (PCAS, our design)
 Shapes: B batch, D embedding dim, S input size, h x w a stage's spatial size.
 Config holds every setting; PRESETS["paper"] is the paper's recipe, PRESETS["small"] the CPU one with its additions.
 """
@@ -236,13 +237,13 @@ class MaskDecoder(nn.Module):
     """FPN top-down pathway, then each level brought to stride 4 by (conv-GN-ReLU, 2x upsample)
     blocks, summed, a 1x1 prediction, and a final upsample to the input resolution."""
 
-    def __init__(self, dim, hidden, n_stages=4):
+    def __init__(self, dim, hidden, n_stages=4, out_channels=1):
         super().__init__()
         self.lateral = nn.ModuleList(nn.Conv2d(dim, hidden, 1) for _ in range(n_stages))
         self.smooth = nn.ModuleList(nn.Conv2d(hidden, hidden, 3, padding=1) for _ in range(n_stages))
         self.towers = nn.ModuleList(
             nn.ModuleList(conv_gn_relu(hidden, hidden) for _ in range(max(1, s))) for s in range(n_stages))
-        self.predict = nn.Conv2d(hidden, 1, 1)
+        self.predict = nn.Conv2d(hidden, out_channels, 1)
 
     def forward(self, maps, out_size):                           # maps: finest first, (B, D, h_s, w_s)
         laterals = [lat(m) for lat, m in zip(self.lateral, maps)]
@@ -257,18 +258,18 @@ class MaskDecoder(nn.Module):
                 if s > 0:
                     x = F.interpolate(x, size=sizes[s - 1 - k], mode="bilinear", align_corners=False)
             semantic = semantic + x                              # (B, hidden, S/4, S/4)
-        logits = self.predict(semantic)                          # (B, 1, S/4, S/4)
-        return F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)  # (B, 1, S, S)
+        logits = self.predict(semantic)                          # (B, out, S/4, S/4)
+        return F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)  # (B, out, S, S)
 
 
 class WSAVS(nn.Module):
-    def __init__(self, cfg):
+    def __init__(self, cfg, out_channels=1):
         super().__init__()
         self.cfg = cfg
         self.audio_encoder = AudioEncoder(cfg)
         self.visual_encoder = VisualEncoder(cfg, cfg.projection_dropout)
         self.fusion = nn.ModuleList(AudioVisualFusion(cfg.dim) for _ in range(cfg.fusion_stages))
-        self.decoder = MaskDecoder(cfg.dim, cfg.decoder_dim)
+        self.decoder = MaskDecoder(cfg.dim, cfg.decoder_dim, out_channels=out_channels)
 
     def forward(self, image, audio):
         audio_embed = self.audio_encoder(audio)                  # (B, D)
@@ -276,7 +277,8 @@ class WSAVS(nn.Module):
         k = self.cfg.fusion_stages                               # the last k stages are fused (Eq. 1)
         fused_maps = visual_maps[:4 - k] + [fuse(v, audio_embed) for fuse, v in zip(self.fusion, visual_maps[4 - k:])]
         mask_logits = self.decoder(fused_maps, image.shape[-2:])  # (B, 1, S, S); M = sigmoid(mask_logits)
-        return {"mask_logits": mask_logits, "audio_embed": audio_embed, "visual_maps": visual_maps[4 - k:]}
+        return {"mask_logits": mask_logits, "audio_embed": audio_embed, "visual_maps": visual_maps[4 - k:],
+                "all_visual_maps": visual_maps}
 
     @torch.no_grad()
     def predict(self, image, audio):
@@ -689,3 +691,84 @@ class EZVSL(nn.Module):
     def predict(self, image, audio):
         out = self(image, audio)
         return localization_map(out["audio_embed"], out["visual_maps"], image.shape[-2:])
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. Weakly-supervised audio-visual SEMANTIC segmentation (AVSS) from video-level labels: our design in the
+#    spirit of PCAS (Li et al., "Look, Listen and Segment"; no public code). K = classes with background.
+#    Look before listening: a visual multi-label classifier of the video's sounding classes gives class
+#    activation maps (CAM); an audio classifier of the same labels reads the sound with the visual class
+#    evidence as a prompt, so it decides which of the visible classes sound. Listen before segmenting: the
+#    class-agnostic sounding mask of WS-AVS (Eq. 6 pseudo mask, gated by the sound's M2ICL map) is split into
+#    classes by the CAMs of the video's labels, and a K-way decoder learns those per-pixel pseudo labels.
+
+class WSAVSS(WSAVS):
+    """WS-AVS with a K-way decoder (background + K - 1 classes) and the two classifiers."""
+
+    def __init__(self, cfg, num_classes):
+        super().__init__(cfg, out_channels=num_classes)
+        self.num_classes = num_classes
+        self.class_head = nn.Conv2d(cfg.dim, num_classes - 1, 1)            # CAM over the foreground classes
+        # the prompt: the visual class probabilities beside the audio embedding
+        self.audio_class_head = nn.Linear(cfg.dim + num_classes - 1, num_classes - 1)
+
+    def forward(self, image, audio):
+        out = super().forward(image, audio)
+        class_maps = self.class_head(summed_at_stride_8(out["all_visual_maps"]))     # (B, K-1, S/8, S/8)
+        visual_logits = class_maps.mean(dim=(2, 3))                                    # (B, K-1)
+        prompt = torch.sigmoid(visual_logits).detach()              # the audio reads, never trains, the prompt
+        audio_logits = self.audio_class_head(torch.cat([out["audio_embed"], prompt], dim=1))   # (B, K-1)
+        return {**out, "class_maps": class_maps, "visual_logits": visual_logits, "audio_logits": audio_logits}
+
+    @torch.no_grad()
+    def predict(self, image, audio):
+        """The class-agnostic map: 1 - P(background), (B, 1, S, S)."""
+        return 1 - torch.softmax(self(image, audio)["mask_logits"], dim=1)[:, :1]
+
+    @torch.no_grad()
+    def predict_classes(self, image, audio):
+        """{"wsavss": the decoder's argmax, and the two baselines of the same network: "top_class", the
+        class-agnostic mask labelled with the top class of the audio classifier; "cam", each pixel the class of
+        its highest normalised CAM among the classes the visual classifier finds (>= 0.5, at least the top one)
+        where that CAM reaches 0.5, background elsewhere (no sound)}; each (B, S, S) int64."""
+        out = self(image, audio)
+        size = image.shape[-2:]
+        semantic = out["mask_logits"].argmax(dim=1)                                        # (B, S, S)
+        foreground = torch.softmax(out["mask_logits"], dim=1)[:, 0] < 0.5
+        top_class = torch.where(foreground, out["audio_logits"].argmax(dim=1)[:, None, None] + 1, 0)
+        probabilities = torch.sigmoid(out["visual_logits"])                               # (B, K-1)
+        found = (probabilities >= 0.5) | (probabilities == probabilities.amax(dim=1, keepdim=True))
+        cams = minmax_normalise(F.relu(F.interpolate(out["class_maps"], size=size, mode="bilinear",
+                                                     align_corners=False)))               # (B, K-1, S, S)
+        cams = cams * found[:, :, None, None]
+        best, index = cams.max(dim=1)
+        cam = torch.where(best >= 0.5, index + 1, 0)
+        return {"wsavss": semantic, "top_class": top_class, "cam": cam}
+
+
+def semantic_pseudo_labels(pseudo_mask, class_maps, labels):
+    """Per-pixel pseudo labels (B, S, S) int64: background off the class-agnostic pseudo mask; on it, the class
+    among the video's labels whose (detached) CAM is highest there. pseudo_mask (B, 1, S, S) in {0, 1},
+    class_maps (B, K-1, h, w), labels (B, K) multi-hot (index 0 = background, never set)."""
+    cams = F.interpolate(class_maps.detach(), size=pseudo_mask.shape[-2:], mode="bilinear", align_corners=False)
+    cams = cams.masked_fill(labels[:, 1:, None, None] < 0.5, float("-inf"))            # the video's classes only
+    return torch.where(pseudo_mask[:, 0] > 0.5, cams.argmax(dim=1) + 1, 0)
+
+
+def wsavss_loss(out, pseudo_mask, labels, video_ids, cfg, gather=None):
+    """Look: multi-label BCE of the visual and the (prompted) audio classifiers against the video's labels.
+    Listen: M2ICL (Eq. 5) and the WS-AVS audio gate on the pseudo mask, as wsavs_loss. Segment: cross-entropy of
+    the K-way decoder against semantic_pseudo_labels."""
+    targets = labels[:, 1:]
+    parts = {"visual_cls": F.binary_cross_entropy_with_logits(out["visual_logits"], targets),
+             "audio_cls": F.binary_cross_entropy_with_logits(out["audio_logits"], targets),
+             "avf": cfg.avf_weight * m2icl_loss(out["audio_embed"], out["visual_maps"], video_ids, cfg.tau, gather,
+                                                cfg.mask_same_video)}
+    if cfg.pseudo_gate != "none":
+        audio = out["audio_embed"].detach()
+        pseudo_mask = audio_gated_pseudo_mask(pseudo_mask, audio, [v.detach() for v in out["visual_maps"]],
+                                              gather(audio)[0] if gather else audio,
+                                              per_object=cfg.pseudo_gate == "objects")
+    parts["seg"] = F.cross_entropy(out["mask_logits"], semantic_pseudo_labels(pseudo_mask, out["class_maps"], labels))
+    return sum(parts.values()), {name: value.detach() for name, value in parts.items()}
+

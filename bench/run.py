@@ -223,7 +223,7 @@ def figure2(subset, root, folders, path, frames=6):
         frame, gt = frame_and_gt(test_set, index)
         panels = [frame, evaluation.highlight(frame, gt)]
         for name in folders:
-            pred = Image.open(folders[name] / "eval-true" / "preds" / f"{test_set.keys[index]}.png")
+            pred = Image.open(folders[name] / "eval-true" / "preds" / f"{evaluation.official_key(test_set.keys[index])}.png")
             panels.append(evaluation.highlight(frame, np.array(pred.resize(gt.shape[::-1])) > 127))
         rows.append(panels)
     grid(rows, ["frame", "GT", *folders], path)

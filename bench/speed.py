@@ -34,8 +34,7 @@ sys.path.insert(0, str(REPO))
 import train                                                     # noqa: E402
 from data import AVSBench, device_name, non_negative_int, positive_int, synthesize, write_mask_png  # noqa: E402
 from kernels.bench import _proc_status, _reset_hwm                # noqa: E402
-from wsavs import (PRESETS, WSAVS, PseudoMaskNet, c2am_step_loss, preset_config, saliency_step_loss,  # noqa: E402
-                   wsavs_loss)
+from wsavs import PRESETS, WSAVS, PseudoMaskNet, c2am_step_loss, preset_config, saliency_step_loss  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -203,7 +202,7 @@ def main(argv=None):
                "torch": torch.__version__, "threads": torch.get_num_threads(), "steps": args.steps,
                "data": args.root or f"synthetic S4, {args.videos} videos"}
     print(" ".join(f"{k} {v}" for k, v in setting.items()))
-    print(f"| row | ms / step | frames/s | frames/s per worker | peak MiB |\n| --- | --- | --- | --- | --- |")
+    print("| row | ms / step | frames/s | frames/s per worker | peak MiB |\n| --- | --- | --- | --- | --- |")
     for r in rows:
         per_worker = f"{r['frames_per_s'] / r['workers']:.1f}" if r.get("workers") else ""
         peak = "" if r["peak_mib"] is None else f"{r['peak_mib']:.0f}"
