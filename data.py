@@ -799,15 +799,20 @@ def voc_palette(n=256) -> np.ndarray:
     return palette
 
 
+def read_json(path: Path, what: str):
+    """A JSON file's content; DataError naming it if missing (`what` it is) or malformed."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing {what}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: malformed JSON ({describe(exc, path)})") from None
+
+
 def read_classes(root: Path) -> list:
     """label2idx.json -> class names by index (0 = background): numbers 1..K, each once."""
     path = root / "label2idx.json"
-    try:
-        numbers = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path}: missing file (AVSS's class list)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: malformed JSON ({describe(exc, path)})") from None
+    numbers = read_json(path, "file (AVSS's class list)")
     if not isinstance(numbers, dict) or sorted(numbers.values()) != list(range(1, len(numbers) + 1)):
         raise DataError(f"{path}: expected {{class name: number}} with the numbers 1..K, each once")
     return [name for name, _ in sorted(numbers.items(), key=lambda item: item[1])]
@@ -1066,12 +1071,7 @@ def flickr_boxes(path) -> np.ndarray:
 def vggss_boxes(path) -> dict:
     """{file id: boxes (k, 4) in 224-px units} of VGG-SS's box JSON: a list of {"file": id, "bbox": [[xmin, ymin,
     xmax, ymax], ...]}, coordinates as fractions of the frame."""
-    try:
-        entries = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path}: missing box file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: malformed JSON ({describe(exc, path)})") from None
+    entries = read_json(path, "box file")
     boxes = {}
     for n, entry in enumerate(entries if isinstance(entries, list) else [None]):
         if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or not entry.get("bbox"):

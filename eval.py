@@ -28,7 +28,8 @@ from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader
 
 from data import (AVSS_SETS, AVSS, BENCHMARKS, MAP_SIZE, SAMPLE_RATE, S4_CATEGORIES, AVSBench, DataError,
-                  LocalisationSet, load_class_mask, png_size, voc_palette, collate, device_name, error_line, frames_clip,
+                  LocalisationSet, load_class_mask, png_size, voc_palette, collate, device_name, error_line,
+                  frames_clip,
                   image_tensor, log_spectrogram, non_negative_int, positive_int, progress, read_frame,
                   read_png, spectrogram_at, video_clip, writable_folder, write_mask_png)
 from wsavs import EZVSL, WSAVS, WSAVSS, CAMNet, Config, PretrainedWeightsError, PseudoMaskNet
@@ -292,7 +293,8 @@ def report_semantic(results, dataset, kept, out_dir):
     save_semantic_figure(dataset, kept, out_dir / "semantic.png")
     for name, r in results.items():
         print(f"  semantic {name:10s} mIoU {100 * r['miou']:6.2f}  F {100 * r['fscore']:6.2f} (official, all "
-              f"{r['classes']} classes)   present: mIoU {100 * r['miou_present']:6.2f}  F {100 * r['fscore_present']:6.2f}"
+              f"{r['classes']} classes)   present: mIoU {100 * r['miou_present']:6.2f}  F "
+              f"{100 * r['fscore_present']:6.2f}"
               f"   pooled: mIoU {100 * r['miou_pooled']:6.2f}")
     print(f"wrote {out_dir / 'semantic.png'}")
 
@@ -394,15 +396,16 @@ def precision_recall(confidence, iou, sounding, threshold, iou_threshold=0.5):
     true = (detected & sounding & (iou >= iou_threshold)).sum()
     false = (detected & ~(sounding & (iou >= iou_threshold))).sum()
     missed = (~detected & sounding).sum()
-    return (1.0 if true + false == 0 else true / (true + false)), (1.0 if true + missed == 0 else true / (true + missed))
+    precision = 1.0 if true + false == 0 else true / (true + false)
+    return precision, 1.0 if true + missed == 0 else true / (true + missed)
 
 
 def offscreen_metrics(confidence, iou, sounding):
     """SLAVC's AP and max-F1 over all pairs. confidence, iou (float) and sounding (bool): arrays of one value per
     pair (iou is read on sounding pairs only). AP: precision and recall at every confidence but the highest,
     in descending order (every n // 200-th for n > 400 pairs), the precision made non-increasing from the right,
-    summed over the recall steps (as SLAVC's code: from the recall at the second-highest confidence). max-F1: the best F1 at the confidences of every n // 10-th pair in ascending
-    order (SLAVC's ten thresholds)."""
+    summed over the recall steps (as SLAVC's code: from the recall at the second-highest confidence). max-F1:
+    the best F1 at the confidences of every n // 10-th pair in ascending order (SLAVC's ten thresholds)."""
     confidence, iou, sounding = np.asarray(confidence, float), np.asarray(iou, float), np.asarray(sounding, bool)
     n = len(confidence)
     points = [precision_recall(confidence, iou, sounding, t) for t in np.sort(confidence)[:-1][::-max(1, n // 200)]]
@@ -872,7 +875,8 @@ def evaluate_avss_pred_dir(args, out_dir):
     about = {"pred_dir": str(Path(args.pred_dir).resolve()), "root": str(dataset.root), "subset": "avss",
              "avss_set": args.avss_set, "split": args.split}
     (out_dir / "metrics.json").write_text(json.dumps({**about, **result}, indent=2))
-    print(f"AVSS {args.avss_set} {args.split}: mIoU {100 * result['miou']:.2f}  F {100 * result['fscore']:.2f} (official: "
+    print(f"AVSS {args.avss_set} {args.split}: mIoU {100 * result['miou']:.2f}  F {100 * result['fscore']:.2f} "
+          "(official: "
           f"mean over all {result['classes']} classes); over the {result['classes_seen']} classes seen: mIoU "
           f"{100 * result['miou_present']:.2f}  F {100 * result['fscore_present']:.2f}; pooled: mIoU "
           f"{100 * result['miou_pooled']:.2f}  F {100 * result['fscore_pooled']:.2f}\nwrote {out_dir / 'metrics.json'}")

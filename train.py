@@ -33,6 +33,8 @@ writes checkpoints and logs. A process that fails stops every process within sec
   ezvsl   audio and visual encoders trained with the multiple-instance contrastive loss on the last
           stage; mask = the audio-visual cosine map, normalised
   c2am    phase 1 alone; mask = the Eq. 6 pseudo mask of the frame (class-agnostic map + saliency)
+  wsavss  semantic masks on AVSBench-semantic (--subset avss) from its video-level labels (wsavs.py section 8):
+          phase 1 as wsavs, then WS-AVS with a per-class decoder and two classifiers of the video's labels
 """
 import argparse
 import datetime
@@ -126,7 +128,8 @@ def parse_args(argv=None):
                    help="paper (default): the paper's recipe, ResNet-50, 224 px, batch 64, 20 epochs; small: random "
                         "init on a CPU, 96 px, with the additions that regime needs (README: table of choices)")
     p.add_argument("--method", default="wsavs", choices=evaluation.METHODS,
-                   help="wsavs (default) or a Table 1 baseline: avs-ws, cam, ezvsl, c2am (see above)")
+                   help="wsavs (default), a Table 1 baseline: avs-ws, cam, ezvsl, c2am, or wsavss with --subset avss "
+                        "(see above)")
     p.add_argument("--root", default="AVSBench", help="the AVSBench folder (holding Single-source/ and "
                    "Multi-sources/) or one subset folder (default: AVSBench)")
     p.add_argument("--subset", default="s4", choices=["s4", "ms3", "avss"],

@@ -13,7 +13,7 @@ import eval as evaluation
 import train
 import wsavs
 from data import AVSS, AVSS_DIR, DataError, collate, synthesize_avss, voc_palette
-from test_train_eval import TINY, error_of, run_script
+from test_train_eval import TINY, error_line, run_script
 from wsavs import preset_config
 
 
@@ -118,12 +118,7 @@ def test_bad_avss_data_stops_with_one_line(avss_root, tmp_path, damage, expected
     pred_dir = tmp_path / "preds"
     pred_dir.mkdir()
     flags = ["--pred-dir", str(pred_dir), "--root", str(copy), "--subset", "avss"]
-    if damage == "unknown colour":                       # the script's one line, once; the others in-process
-        line = error_of(run_script("eval.py", *flags))
-    else:
-        with pytest.raises(DataError) as caught:
-            evaluation.main(flags)
-        line = f"error: {caught.value}"
+    line = error_line(evaluation.main, "eval.py", flags, as_process=damage == "unknown colour")
     assert line.startswith(f"error: {path}") and expected in line, line
 
 

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 import eval as evaluation
-from data import DataError, LocalisationSet, box_map
-from test_train_eval import error_of, run_script
+from data import LocalisationSet, box_map
+from test_train_eval import error_line
 
 FLICKR_XML = """<?xml version="1.0"?>
 <annotation>{}</annotation>"""
@@ -124,10 +124,5 @@ def test_bad_benchmark_data_stops_with_one_line(tmp_path, random_checkpoint, dam
             path.write_text(json.dumps([e for e in entries if e["file"] != "b_000020"]))
     flags = [str(random_checkpoint), "--benchmark", "vggss" if vggss else "flickr", "--root", str(root), "--out",
              str(tmp_path / "out")]
-    if damage == "missing box file":                     # the script's one line, once; the others in-process
-        line = error_of(run_script("eval.py", *flags))
-    else:
-        with pytest.raises(DataError) as caught:
-            evaluation.main(flags)
-        line = f"error: {caught.value}"
+    line = error_line(evaluation.main, "eval.py", flags, as_process=damage == "missing box file")
     assert line.startswith(f"error: {path}: ") and expected in line, line

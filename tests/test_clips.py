@@ -10,7 +10,7 @@ from PIL import Image
 
 import eval as evaluation
 from data import SAMPLE_RATE, DataError, video_clip
-from test_train_eval import error_of, run_script
+from test_train_eval import error_line, run_script
 
 def brightness(index):
     return 20 + 4 * index % 220
@@ -108,12 +108,7 @@ def test_bad_clips_stop_with_one_line(tmp_path, random_checkpoint, case, expecte
     elif case == "half a second":
         write_video(clip, 0.5, 25, 32, 32)
     flags = [str(random_checkpoint), "--video", str(clip), "--out", str(tmp_path / "out")]
-    if case == "no sound":                               # the script's one line, once; the others in-process
-        line = error_of(run_script("eval.py", *flags))
-    else:
-        with pytest.raises(DataError) as caught:
-            evaluation.main(flags)
-        line = f"error: {caught.value}"
+    line = error_line(evaluation.main, "eval.py", flags, as_process=case == "no sound")
     assert line.startswith(f"error: {clip}: ") and expected in line, line
 
 

@@ -12,7 +12,7 @@ import torch
 
 import eval as evaluation
 import train
-from data import synthesize
+from data import DataError, synthesize
 from wsavs import PRESETS, SCALE_FIELDS, differences
 
 REPO = Path(__file__).resolve().parent.parent
@@ -151,6 +151,16 @@ def test_init_starts_from_another_runs_weights(s4_run, root, tmp_path):
 def run_script(*args, cwd=REPO):
     return subprocess.run([sys.executable, str(REPO / args[0]), *args[1:]], cwd=cwd, capture_output=True, text=True,
                           timeout=300)
+
+
+def error_line(main, script, flags, as_process):
+    """A script's one error line: run as a process (error_of: exit code, no traceback), or, cheaper, `main(flags)`
+    in this process, whose DataError carries the same line."""
+    if as_process:
+        return error_of(run_script(script, *flags))
+    with pytest.raises(DataError) as caught:
+        main(flags)
+    return f"error: {caught.value}"
 
 
 def error_of(result):
