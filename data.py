@@ -538,7 +538,8 @@ class AVSBench(torch.utils.data.Dataset):
     """One item per frame of the split's videos (5 per video, in csv order). Every file the split needs is
     checked at construction; a problem raises DataError naming the first missing path."""
 
-    def __init__(self, root, subset="s4", split="train", img_size=224, augment=None, pseudo_mask_dir=None):
+    def __init__(self, root, subset="s4", split="train", img_size=224, augment=None, pseudo_mask_dir=None,
+                 audio=True):
         if subset not in SUBSET_DIRS:
             raise ValueError(f"subset must be one of {list(SUBSET_DIRS)}, got {subset!r}")
         if split not in SPLITS:
@@ -547,6 +548,7 @@ class AVSBench(torch.utils.data.Dataset):
             raise ValueError(f"augment must be None, 'flip' or 'crop-flip', got {augment!r}")
         self.subset, self.split, self.img_size, self.augment = subset, split, img_size, augment
         self.waves = {}                                        # WAV path -> mono 16 kHz wave, see waveform
+        self.with_audio = audio                                # False: items without sound (phase 1)
         self.root = subset_root(root, subset)
         self.pseudo_mask_dir = None if pseudo_mask_dir is None else Path(pseudo_mask_dir)
         rows = [row for row in read_meta(self.root, subset) if row.split == split]
@@ -662,7 +664,7 @@ class AVSBench(torch.utils.data.Dataset):
         item = self.items[index]
         aug = draw_augmentation(self.augment, self.img_size, [*aug_key, index]) if self.augment else None
         image, frame_size = load_image(item.image_path, self.img_size, aug)  # (3, S, S)
-        sample = {"image": image, "audio": self.audio(index)}
+        sample = {"image": image, **({"audio": self.audio(index)} if self.with_audio else {})}
         if aug is None:       # training frames carry no GT mask: nothing trains on it, and a crop would move it
             sample.update(self.labels(item, frame_size))
         else:
@@ -927,9 +929,10 @@ class AVSS(torch.utils.data.Dataset):
     """AVSBench-semantic: one item per frame of the split's videos of the chosen set(s), with the video-level
     labels (never read from a mask) and, where AVSS has one, the class mask at the frame's own size."""
 
-    def __init__(self, root, split="train", avss_set="all", img_size=224, augment=None, pseudo_mask_dir=None):
+    def __init__(self, root, split="train", avss_set="all", img_size=224, augment=None, pseudo_mask_dir=None,
+                 audio=True):
         self.root, self.split, self.img_size, self.augment = avss_root(root), split, img_size, augment
-        self.subset, self.waves = "avss", {}
+        self.subset, self.waves, self.with_audio = "avss", {}, audio
         self.pseudo_mask_dir = None if pseudo_mask_dir is None else Path(pseudo_mask_dir)
         self.classes = read_classes(self.root)
         self.palette_codes = (voc_palette(len(self.classes)).astype(np.int64) @ np.array([1 << 16, 1 << 8, 1]))
@@ -1022,8 +1025,8 @@ class AVSS(torch.utils.data.Dataset):
         item = self.items[index]
         aug = draw_augmentation(self.augment, self.img_size, [*aug_key, index]) if self.augment else None
         frame = read_frame(item.image_path)
-        sample = {"image": image_tensor(frame, self.img_size, aug), "audio": self.audio(index),
-                  "labels": self.labels(item), "video": item.video, "frame": item.frame, "key": item.key,
+        sample = {"image": image_tensor(frame, self.img_size, aug),
+                  **({"audio": self.audio(index)} if self.with_audio else {}), "labels": self.labels(item), "video": item.video, "frame": item.frame, "key": item.key,
                   "category": -1, "has_mask": item.mask_path is not None}
         if aug is None:      # class masks, and the foreground masks the class-agnostic metrics read
             classes = (self.class_mask(item, frame.size) if item.mask_path is not None else

@@ -237,14 +237,15 @@ def read_class_prediction(path, shape, palette_codes):
     return load_class_mask(path, image.size, palette_codes)[0]
 
 
-SEMANTIC_PREDICTIONS = ("wsavss", "top_class", "cam")    # WSAVSS.predict_classes: the method and two baselines
+SEMANTIC_PREDICTIONS = ("wsavss", "decoder", "top_class", "cam")    # WSAVSS.predict_classes: the method, its
+                                                                    # decoder alone, two baselines
 
 
 @torch.no_grad()
-def evaluate_semantic(model, loader, num_classes, device, keep_videos=4):
-    """A WSAVSS checkpoint's three class maps (its own and the two baselines of the same network), each scored at
-    the ground truth's size (nearest) with SemanticScores. Returns ({name: summary}, {key: {name: (H, W)}} of
-    the labelled frames of the first keep_videos videos, for the figure)."""
+def evaluate_semantic(model, loader, num_classes, device, keep_videos=2):
+    """A WSAVSS checkpoint's class maps (SEMANTIC_PREDICTIONS), each scored at the ground truth's size (nearest)
+    with SemanticScores. Returns ({name: summary}, {key: {name: (H, W)}} of the first labelled frame of the
+    first keep_videos videos of each set (v1s, v1m, v2), for the figure)."""
     model.eval()
     scores = {name: SemanticScores(num_classes) for name in SEMANTIC_PREDICTIONS}
     kept, videos = {}, []
@@ -255,18 +256,20 @@ def evaluate_semantic(model, loader, num_classes, device, keep_videos=4):
         predictions = model.predict_classes(batch["image"][rows].to(device), batch["audio"][rows].to(device))
         for k, i in enumerate(rows):
             gt = batch["class_mask"][i][0]
-            videos += [batch["video"][i]] if batch["video"][i] not in videos else []
+            first = batch["video"][i] not in videos
+            videos += [batch["video"][i]] if first else []
             for name, pred in predictions.items():
                 p = F.interpolate(pred[k][None, None].float().cpu(), size=gt.shape, mode="nearest")[0, 0].long()
                 scores[name].add(p[None], gt[None])
-                if batch["video"][i] in videos[:keep_videos]:
+                avss_set = batch["video"][i].split("/")[0]
+                if first and sum(v.split("/")[0] == avss_set for v in videos) <= keep_videos:
                     kept.setdefault(batch["key"][i], {})[name] = p.numpy()
     return {name: score.summary() for name, score in scores.items()}, kept
 
 
 def save_semantic_figure(dataset, kept, path):
-    """One row per kept frame: frame | ground truth | WSAVSS | top-class baseline | CAM baseline, classes in
-    their palette colours, over the dimmed frame."""
+    """One row per kept frame: frame | ground truth | each of SEMANTIC_PREDICTIONS, classes in their palette
+    colours, over the dimmed frame."""
     palette = voc_palette(len(dataset.classes))
     rows = []
     for index, item in enumerate(dataset.items):
@@ -281,7 +284,7 @@ def save_semantic_figure(dataset, kept, path):
         rows.append(titled(row, f"{item.key}  sounding: {item.category_name}"))
     width = max(row.shape[1] for row in rows)
     rows = [np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0))) for row in rows]
-    header = titled(np.zeros((0, width, 3), np.uint8), "frame | ground truth | WSAVSS | top class | CAM")
+    header = titled(np.zeros((0, width, 3), np.uint8), "frame | ground truth | WSAVSS | decoder alone | top class | CAM")
     Image.fromarray(np.concatenate([header, *rows], axis=0)).save(path)
 
 

@@ -241,10 +241,12 @@ class EpochBatches(Sampler):
 
 def train_loader(dataset, batch_size, workers, seed, rank=0, world=1, pin_memory=False):
     """Training batches, epoch after epoch (loader.batch_sampler.set_epoch(epoch, skip) before each), from
-    workers kept alive between epochs; every clip is decoded once, before the workers start, into a cache they
-    share. The loader draws its workers' seed from a generator of its own: from torch's global one it would shift
-    the dropout masks that follow, and a resumed epoch would no longer replay the interrupted one."""
-    dataset.cache_audio(show_progress=rank == 0)
+    workers kept alive between epochs; if the items carry sound, every clip is decoded once, before the workers
+    start, into a cache they share. The loader draws its workers' seed from a generator of its own: from torch's
+    global one it would shift the dropout masks that follow, and a resumed epoch would no longer replay the
+    interrupted one."""
+    if dataset.with_audio:
+        dataset.cache_audio(show_progress=rank == 0)
     return DataLoader(dataset, batch_sampler=EpochBatches(dataset, batch_size, seed, rank, world),
                       num_workers=workers, persistent_workers=workers > 0, pin_memory=pin_memory,
                       collate_fn=collate, generator=torch.Generator().manual_seed(seed))
@@ -426,7 +428,7 @@ def train_pmr(args, cfg, device, out, rank=0, world=1):
             print(f"PMR: reusing pseudo masks in {pseudo_dir} (delete the folder to regenerate)")
         return pseudo_dir
 
-    train_set = open_split(args, "train", img_size=cfg.img_size, augment=cfg.augment)
+    train_set = open_split(args, "train", img_size=cfg.img_size, augment=cfg.augment, audio=False)  # frames only
     net = PseudoMaskNet(cfg).to(device)
     if world > 1 and device.type == "cuda":                      # batch statistics over all N b frames
         net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
@@ -485,7 +487,7 @@ def train_pmr(args, cfg, device, out, rank=0, world=1):
     pseudo_dir.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         save_atomic({"model": net.state_dict(), "config": asdict(cfg)}, pseudo_dir / "pmr.pt")
-    plain_set = open_split(args, "train", img_size=cfg.img_size)
+    plain_set = open_split(args, "train", img_size=cfg.img_size, audio=False)
     share = Subset(plain_set, range(rank, len(plain_set), world))
     scores = evaluation.Scores()
     for batch in progress(loader(share, cfg.batch_size, args.workers), desc="PMR pseudo masks", disable=rank != 0):

@@ -700,7 +700,8 @@ class EZVSL(nn.Module):
 #    activation maps (CAM); an audio classifier of the same labels reads the sound with the visual class
 #    evidence as a prompt, so it decides which of the visible classes sound. Listen before segmenting: the
 #    class-agnostic sounding mask of WS-AVS (Eq. 6 pseudo mask, gated by the sound's M2ICL map) is split into
-#    classes by the CAMs of the video's labels, and a K-way decoder learns those per-pixel pseudo labels.
+#    classes by the CAMs of the video's labels, and a K-way decoder learns those per-pixel pseudo labels; at
+#    test time its argmax is taken among the classes the audio classifier hears.
 
 class WSAVSS(WSAVS):
     """WS-AVS with a K-way decoder (background + K - 1 classes) and the two classifiers."""
@@ -727,23 +728,30 @@ class WSAVSS(WSAVS):
 
     @torch.no_grad()
     def predict_classes(self, image, audio):
-        """{"wsavss": the decoder's argmax, and the two baselines of the same network: "top_class", the
-        class-agnostic mask labelled with the top class of the audio classifier; "cam", each pixel the class of
-        its highest normalised CAM among the classes the visual classifier finds (>= 0.5, at least the top one)
-        where that CAM reaches 0.5, background elsewhere (no sound)}; each (B, S, S) int64."""
+        """{"wsavss": the decoder's argmax among background and the classes the audio classifier hears (>= 0.5,
+        at least its top one): what listens decides which classes may sound; "decoder": its plain argmax; and two
+        baselines of the same network: "top_class", the class-agnostic mask labelled with the audio classifier's
+        top class; "cam", each pixel the class of its highest normalised CAM among the classes the visual
+        classifier finds where that CAM reaches 0.5, background elsewhere (no sound)}; each (B, S, S) int64."""
         out = self(image, audio)
         size = image.shape[-2:]
-        semantic = out["mask_logits"].argmax(dim=1)                                        # (B, S, S)
+        heard = detected(torch.sigmoid(out["audio_logits"]))                                # (B, K-1)
+        allowed = torch.cat([torch.ones_like(heard[:, :1]), heard], dim=1)[:, :, None, None]
+        semantic = out["mask_logits"].masked_fill(~allowed, float("-inf")).argmax(dim=1)    # (B, S, S)
         foreground = torch.softmax(out["mask_logits"], dim=1)[:, 0] < 0.5
         top_class = torch.where(foreground, out["audio_logits"].argmax(dim=1)[:, None, None] + 1, 0)
-        probabilities = torch.sigmoid(out["visual_logits"])                               # (B, K-1)
-        found = (probabilities >= 0.5) | (probabilities == probabilities.amax(dim=1, keepdim=True))
+        found = detected(torch.sigmoid(out["visual_logits"]))                               # (B, K-1)
         cams = minmax_normalise(F.relu(F.interpolate(out["class_maps"], size=size, mode="bilinear",
                                                      align_corners=False)))               # (B, K-1, S, S)
         cams = cams * found[:, :, None, None]
         best, index = cams.max(dim=1)
         cam = torch.where(best >= 0.5, index + 1, 0)
-        return {"wsavss": semantic, "top_class": top_class, "cam": cam}
+        return {"wsavss": semantic, "decoder": out["mask_logits"].argmax(dim=1), "top_class": top_class, "cam": cam}
+
+
+def detected(probabilities):
+    """The classes a multi-label classifier finds: probability >= 0.5, and the most probable one always."""
+    return (probabilities >= 0.5) | (probabilities == probabilities.amax(dim=1, keepdim=True))
 
 
 def semantic_pseudo_labels(pseudo_mask, class_maps, labels):

@@ -181,10 +181,13 @@ def test_wsavss_trains_and_predicts_three_class_maps():
     assert set(parts) == {"visual_cls", "audio_cls", "avf", "seg"} and torch.isfinite(loss)
     assert model.class_head.weight.grad.abs().sum() > 0 and model.audio_class_head.weight.grad.abs().sum() > 0
     predictions = model.eval().predict_classes(image, audio)
-    assert set(predictions) == {"wsavss", "top_class", "cam"}
+    assert set(predictions) == {"wsavss", "decoder", "top_class", "cam"}
     assert all(p.shape == (4, 64, 64) and p.dtype == torch.int64 and 0 <= p.min() and p.max() < 5
                for p in predictions.values())
     assert model.predict(image, audio).shape == (4, 1, 64, 64)
+    heard = wsavs.detected(torch.sigmoid(model(image, audio)["audio_logits"]))          # listening picks the classes
+    for frame, allowed in zip(predictions["wsavss"], heard):
+        assert set(frame.unique().tolist()) <= {0, *(allowed.nonzero().flatten() + 1).tolist()}
 
 
 def test_train_and_eval_wsavss_on_avss(avss_root, tmp_path):
@@ -194,7 +197,7 @@ def test_train_and_eval_wsavss_on_avss(avss_root, tmp_path):
     ckpt = evaluation.load_checkpoint(out / "best.pt")
     assert ckpt["classes"][0] == "background" and len(ckpt["classes"]) == 7
     metrics = json.loads((out / "eval-best-test" / "metrics.json").read_text())
-    assert set(metrics["semantic"]) == {"wsavss", "top_class", "cam"} and 0 <= metrics["miou"] <= 1
+    assert set(metrics["semantic"]) == {"wsavss", "decoder", "top_class", "cam"} and 0 <= metrics["miou"] <= 1
     assert (out / "eval-best-test" / "semantic.png").is_file()
     again = evaluation.main([str(out / "best.pt"), "--out", str(tmp_path / "ev"), "--workers", "0", "--overlays", "1",
                              "--worst", "0"])
