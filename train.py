@@ -3,7 +3,8 @@
     python train.py --root AVSBench                  # the paper's recipe on single-source (S4)
     python train.py --root AVSBench --subset ms3     # multi-source
     python train.py --root AVSBench --method ezvsl   # a baseline
-    python train.py --demo                           # the small preset on synthetic S4, a few minutes on a CPU
+    python train.py --root AVSBench --subset avss --method wsavss   # semantic masks from video-level labels
+    python train.py --demo                           # the small preset on synthetic S4, about 10 minutes on a CPU
 
 Every recipe setting has a flag and comes from a preset (wsavs.py, PRESETS): --preset paper (default) is the
 paper's recipe, --preset small the CPU one with its additions. The run's first line names its preset and every
