@@ -155,7 +155,8 @@ def progress(iterable, desc, disable=False, **kw):
     """A progress bar: tqdm on a terminal; in a log file, a plain line a minute instead of redraws."""
     if sys.stderr.isatty():
         return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True, disable=disable, **kw)
-    return tqdm(iterable, desc=desc, leave=False, disable=disable, mininterval=60, file=LogLines(), **kw)
+    return tqdm(iterable, desc=desc, leave=False, disable=disable, mininterval=60, maxinterval=60, file=LogLines(),
+                **kw)
 
 
 def writable_folder(path, flag="--out") -> Path:

@@ -4,7 +4,7 @@
     python train.py --root AVSBench --subset ms3     # multi-source
     python train.py --root AVSBench --method ezvsl   # a baseline
     python train.py --root AVSBench --subset avss --method wsavss   # semantic masks from video-level labels
-    python train.py --demo                           # the small preset on synthetic S4, about 10 minutes on a CPU
+    python train.py --demo                           # the small preset on synthetic S4, about 10 minutes on 2 cores
 
 Every recipe setting has a flag and comes from a preset (wsavs.py, PRESETS): --preset paper (default) is the
 paper's recipe, --preset small the CPU one with its additions. The run's first line names its preset and every
