@@ -535,7 +535,25 @@ class FrameItem(NamedTuple):
     key: str                  # path relative to gt_masks, no extension
 
 
-class AVSBench(torch.utils.data.Dataset):
+class ClipSound:
+    """Each clip's sound for a dataset of frames (self.items[i].wav_path, a dict self.waves): the mono 16 kHz wave
+    (T,), decoded and resampled once per clip and process (a clip has 5 or 10 frames)."""
+
+    def waveform(self, index) -> np.ndarray:
+        path = self.items[index].wav_path
+        if path not in self.waves:
+            self.waves[path] = mono_16k(*read_wav(path))
+        return self.waves[path]
+
+    def cache_audio(self, show_progress=True):
+        """Decode every clip of the split into the cache (about 320 kB per 5 s clip), before the loader's workers
+        start: they share it."""
+        first = sorted({item.wav_path: index for index, item in reversed(list(enumerate(self.items)))}.values())
+        for index in progress(first, desc=f"decoding {self.split} audio", disable=not show_progress):
+            self.waveform(index)
+
+
+class AVSBench(ClipSound, torch.utils.data.Dataset):
     """One item per frame of the split's videos (5 per video, in csv order). Every file the split needs is
     checked at construction; a problem raises DataError naming the first missing path."""
 
@@ -585,20 +603,6 @@ class AVSBench(torch.utils.data.Dataset):
                 load_mask(item.mask_path, size)
             if item.frame == 1 and wav_header(item.wav_path).subtype in ("FLOAT", "DOUBLE"):
                 read_wav(item.wav_path)
-
-    def waveform(self, index) -> np.ndarray:
-        """The mono 16 kHz wave (T,) of the item's video, decoded and resampled once per clip and process (each
-        clip has 5 frames). cache_audio() fills the cache before the loader's workers start: they share it."""
-        path = self.items[index].wav_path
-        if path not in self.waves:
-            self.waves[path] = mono_16k(*read_wav(path))
-        return self.waves[path]
-
-    def cache_audio(self, show_progress=True):
-        """Decode every clip of the split into the cache (about 320 kB per 5 s clip)."""
-        for index in progress(range(0, len(self.items), len(FRAMES)), desc=f"decoding {self.split} audio",
-                              disable=not show_progress):
-            self.waveform(index)
 
     def pseudo_mask_path(self, item: FrameItem) -> Path:
         return self.pseudo_mask_dir / f"{item.key}.png"
@@ -926,7 +930,7 @@ class AVSSItem(NamedTuple):
         return -1
 
 
-class AVSS(torch.utils.data.Dataset):
+class AVSS(ClipSound, torch.utils.data.Dataset):
     """AVSBench-semantic: one item per frame of the split's videos of the chosen set(s), with the video-level
     labels (never read from a mask) and, where AVSS has one, the class mask at the frame's own size."""
 
@@ -992,10 +996,6 @@ class AVSS(torch.utils.data.Dataset):
         """Where any sounding class is, bool (H, W)."""
         return self.class_mask(self.items[index], frame_size)[0].numpy() > 0
 
-    def cache_audio(self, show_progress=True):
-        for index in progress(range(len(self.items)), desc=f"decoding {self.split} audio", disable=not show_progress):
-            self.waveform(index)
-
     def swap_partners(self) -> dict:
         """Swapped sounds: the same frame (or the last one) of the next video with other sounding classes."""
         partner = {}
@@ -1008,12 +1008,6 @@ class AVSS(torch.utils.data.Dataset):
             theirs = self.indices_of(others[0])
             partner.update({i: theirs[min(n, len(theirs) - 1)] for n, i in enumerate(mine)})
         return partner
-
-    def waveform(self, index) -> np.ndarray:
-        path = self.items[index].wav_path
-        if path not in self.waves:
-            self.waves[path] = mono_16k(*read_wav(path))
-        return self.waves[path]
 
     def audio(self, index) -> torch.Tensor:
         return spectrogram_at(self.waveform(index), centre_s=self.items[index].frame + 0.5)
