@@ -94,6 +94,8 @@ CONFIG_FLAGS = {
                       "saliency head", None),
     "crf_iterations": ("mean-field iterations of the dense CRF that refines the saliency head's cues; 0 = none",
                        None),
+    "class_avf_weight": ("--method wsavss: weight of per-class M2ICL; 0 = semantic pseudo labels from the CAMs "
+                         "alone", None),
     "pseudo_gate": ("none: train on the Eq. 6 pseudo masks; audio / objects: keep their pixels / their connected "
                     "components where the sound's M2ICL map points", ["none", "audio", "objects"]),
     "augment": ("training frames: crop-flip (resize 1.1x, random crop, flip) or flip", ["crop-flip", "flip"]),

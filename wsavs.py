@@ -18,7 +18,6 @@ from dataclasses import dataclass, fields, replace
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchvision
 
 from data import IMAGENET_MEAN, IMAGENET_STD
 from kernels import maxsim
@@ -52,6 +51,8 @@ class Config:
     crf_iterations: int = 10            # mean-field iterations of the dense CRF on the cues; 0 = none (CCAM: 10)
     pseudo_gate: str = "none"           # none: Eq. 6 masks as they are; audio / objects: their pixels / connected
                                         # components kept where the sound's M2ICL map points
+    # semantic masks (AVSS, section 8; our design)
+    class_avf_weight: float = 1.0       # weight of per-class M2ICL; 0 = pseudo labels from the CAMs alone
     # optimisation (paper 4.1)
     augment: str = "crop-flip"          # training frames: crop-flip (resize 1.1x, random crop, flip; release) or flip
     epochs: int = 20
@@ -88,7 +89,7 @@ PMR_FIELDS = ("backbone", "pretrained", "dim", "decoder_dim", "img_size", "pmr_e
 # two frames: M2ICL and C2AM contrast each frame with the others.
 RANGES = {"audio_stem_stride": (1, None, False), "projection_dropout": (0.0, 0.99, False), "dim": (1, None, False),
           "decoder_dim": (1, None, False), "img_size": (32, None, False), "fusion_stages": (1, 4, False),
-          "tau": (0.0, None, True), "avf_weight": (0.0, None, False), "pmr_epochs": (1, None, False),
+          "tau": (0.0, None, True), "avf_weight": (0.0, None, False), "class_avf_weight": (0.0, None, False), "pmr_epochs": (1, None, False),
           "equivariance": (0.0, None, False), "cue_threshold": (0.0, 1.0, True), "crf_iterations": (0, None, False),
           "epochs": (1, None, False), "batch_size": (2, None, False), "lr": (0.0, None, False)}
 
@@ -132,6 +133,7 @@ class PretrainedWeightsError(RuntimeError):
 
 def resnet(name, pretrained, in_channels=3, stem_stride=2):
     """A torchvision ResNet without its classifier; ImageNet weights on request."""
+    import torchvision          # here, not at the top: it loads torch._dynamo (2 s), which --help never needs
     if name not in ("resnet18", "resnet50"):
         raise ValueError(f"unknown backbone {name!r}: expected resnet18 or resnet50")
     weights = {"resnet18": "IMAGENET1K_V1", "resnet50": "IMAGENET1K_V2"}[name] if pretrained else None
@@ -288,15 +290,27 @@ class WSAVS(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # 4. M2ICL, Eq. 3-5: sim(a_i, v_m^s) = max over positions of cos(a_i, v_m^s[:, p]), tau, both directions
 
+def scores_both_ways(all_queries, mine, visual, gather):
+    """Max-pooled cosine scores (Eq. 2) between queries and frames, both ways, without moving any map.
+    all_queries (N Q, D): every rank's queries, normalised; mine (Q,): the rows of this rank's in it; visual
+    (B, D, h, w): this rank's maps, normalised. Each rank scores every rank's queries against its own maps, a
+    (B, N Q) block, and the blocks are gathered. -> (my queries x every rank's frames (Q, N B), my frames x every
+    rank's queries (B, N Q))."""
+    frames_to_queries = maxsim(all_queries, visual, backend="auto").t()           # (B, N Q)
+    if not gather:
+        return frames_to_queries.t(), frames_to_queries
+    all_scores = gather(frames_to_queries)[0]                                      # (N B, N Q): [frame m, query i]
+    return all_scores[:, mine].t(), frames_to_queries
+
+
 def m2icl_loss(audio_embed, visual_maps, video_ids, tau, gather=None, mask_same_video=False):
     """audio_embed (B, D); visual_maps S x (B, D, h_s, w_s); video_ids (B,) ints.
     The paper takes every other item of the batch as a negative. Two frames of the same video are false
     negatives: mask_same_video drops their logits (the positive pair itself is kept).
     gather (several processes): x -> (x of every rank concatenated, with gradients; where this rank's rows
-    start). Only audio embeddings and scores cross processes, never the maps: each rank scores every rank's
-    audio against its own maps, a (N B, B) block, and the blocks are gathered into the (N B, N B) logits. Each
-    rank then takes the rows of its own B items both ways, so N processes with batch B train like one with
-    batch N B, exchanging O(N B D + (N B)^2) numbers per stage whatever the maps' size."""
+    start). Only audio embeddings and scores cross processes, never the maps (scores_both_ways), so N processes
+    with batch B train like one with batch N B, exchanging O(N B D + (N B)^2) numbers per stage whatever the
+    maps' size."""
     device = audio_embed.device.type                 # under autocast the kernel reads half precision maps
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else audio_embed.dtype
     audio = F.normalize(audio_embed, dim=1).to(dtype)
@@ -308,12 +322,7 @@ def m2icl_loss(audio_embed, visual_maps, video_ids, tau, gather=None, mask_same_
     loss = 0
     for visual in visual_maps:
         visual = F.normalize(visual, dim=1).to(dtype)                            # (B, D, h, w)
-        visual_to_audio = maxsim(all_audio, visual, backend="auto").t()          # (B, N B): my frames, all sounds
-        if gather:
-            all_scores = gather(visual_to_audio)[0]                              # (N B, N B): [frame m, sound i]
-            audio_to_visual = all_scores[:, target].t()                          # (B, N B): my sounds, all frames
-        else:
-            audio_to_visual = visual_to_audio.t()
+        audio_to_visual, visual_to_audio = scores_both_ways(all_audio, target, visual, gather)   # (B, N B) each
         for logits in (audio_to_visual, visual_to_audio):                            # Eq. 3, Eq. 4
             loss = loss + F.cross_entropy((logits / tau).masked_fill(false_negative, float("-inf")), target)
     return loss                                                  # Eq. 5: summed over stages, mean over i
@@ -321,9 +330,10 @@ def m2icl_loss(audio_embed, visual_maps, video_ids, tau, gather=None, mask_same_
 
 def localization_map(audio_embed, visual_maps, size):
     """cos(a_i, v_i^s[:, p]) at every position: the map whose max M2ICL takes, averaged over the stages
-    after upsampling to `size`, then min-max normalised per image -> (B, 1, *size) in [0, 1]."""
-    audio = F.normalize(audio_embed, dim=1)
-    cos = [torch.einsum("bd,bdhw->bhw", audio, F.normalize(v, dim=1))[:, None] for v in visual_maps]
+    after upsampling to `size`, then min-max normalised per image. audio_embed (B, D) -> (B, 1, *size) in [0, 1];
+    (B, Q, D), Q queries per image -> (B, Q, *size)."""
+    audio = F.normalize(audio_embed.view(len(audio_embed), -1, audio_embed.shape[-1]), dim=2)      # (B, Q, D)
+    cos = [torch.einsum("bqd,bdhw->bqhw", audio, F.normalize(v, dim=1)) for v in visual_maps]
     mean = sum(F.interpolate(c, size=size, mode="bilinear", align_corners=False) for c in cos) / len(cos)
     return minmax_normalise(mean)
 
@@ -699,9 +709,11 @@ class EZVSL(nn.Module):
 #    Look before listening: a visual multi-label classifier of the video's sounding classes gives class
 #    activation maps (CAM); an audio classifier of the same labels reads the sound with the visual class
 #    evidence as a prompt, so it decides which of the visible classes sound. Listen before segmenting: the
-#    class-agnostic sounding mask of WS-AVS (Eq. 6 pseudo mask, gated by the sound's M2ICL map) is split into
-#    classes by the CAMs of the video's labels, and a K-way decoder learns those per-pixel pseudo labels; at
-#    test time its argmax is taken among the classes the audio classifier hears.
+#    sound's evidence for each class (the audio embedding through a learned per-class channel gate) is aligned
+#    with image regions by M2ICL per class; the class-agnostic sounding mask of WS-AVS (Eq. 6 pseudo mask, gated
+#    by the sound's M2ICL map) is split into the video's classes where their CAM and their per-class sound map
+#    agree most, and a K-way decoder learns those per-pixel pseudo labels; at test time its argmax is taken among
+#    the classes the audio classifier hears.
 
 class WSAVSS(WSAVS):
     """WS-AVS with a K-way decoder (background + K - 1 classes) and the two classifiers."""
@@ -712,6 +724,8 @@ class WSAVSS(WSAVS):
         self.class_head = nn.Conv2d(cfg.dim, num_classes - 1, 1)            # CAM over the foreground classes
         # the prompt: the visual class probabilities beside the audio embedding
         self.audio_class_head = nn.Linear(cfg.dim + num_classes - 1, num_classes - 1)
+        # the channels of the audio embedding that carry each class: zero = every class starts as the whole sound
+        self.class_gates = nn.Parameter(torch.zeros(num_classes - 1, cfg.dim))
 
     def forward(self, image, audio):
         out = super().forward(image, audio)
@@ -719,7 +733,9 @@ class WSAVSS(WSAVS):
         visual_logits = class_maps.mean(dim=(2, 3))                                    # (B, K-1)
         prompt = torch.sigmoid(visual_logits).detach()              # the audio reads, never trains, the prompt
         audio_logits = self.audio_class_head(torch.cat([out["audio_embed"], prompt], dim=1))   # (B, K-1)
-        return {**out, "class_maps": class_maps, "visual_logits": visual_logits, "audio_logits": audio_logits}
+        class_audio = out["audio_embed"][:, None] * torch.sigmoid(self.class_gates)          # (B, K-1, D)
+        return {**out, "class_maps": class_maps, "visual_logits": visual_logits, "audio_logits": audio_logits,
+                "class_audio": class_audio}
 
     @torch.no_grad()
     def predict(self, image, audio):
@@ -754,29 +770,81 @@ def detected(probabilities):
     return (probabilities >= 0.5) | (probabilities == probabilities.amax(dim=1, keepdim=True))
 
 
-def semantic_pseudo_labels(pseudo_mask, class_maps, labels):
+def multi_positive_nce(logits, positive, anchor):
+    """Per row: -log(sum of exp over the positives / sum over all), 0 for rows that are not anchors. (R, C)."""
+    positive = positive | ~anchor[:, None]
+    return (logits.logsumexp(dim=1) - logits.masked_fill(~positive, float("-inf")).logsumexp(dim=1)) * anchor
+
+
+def class_m2icl_loss(class_audio, visual_maps, labels, tau, gather=None):
+    """M2ICL per class. class_audio (B, C, D): query (i, c) is the evidence for class c in sound i; labels (B, C)
+    multi-hot of each video's sounding classes; visual_maps S x (B, D, h, w). Sim as Eq. 2 (max-pooled cosine),
+    both ways with every matching pair as a positive: a query of a class its sound holds must pick the frames
+    where that class sounds among the batch's frames (Eq. 3 per class); a frame must pick, among all queries,
+    those of its classes from sounds that hold them (Eq. 4 per class), so the evidence for a class from a sound
+    that lacks it is a negative everywhere. Summed over stages (Eq. 5), each way the mean over its anchors of the
+    global batch; gather as m2icl_loss (queries and scores cross processes, never maps)."""
+    b, c, _ = class_audio.shape
+    device = class_audio.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else class_audio.dtype
+    queries = F.normalize(class_audio, dim=2).flatten(0, 1).to(dtype)                  # (B C, D)
+    all_labels, offset = gather(labels) if gather else (labels, 0)                      # (N B, C)
+    all_queries = gather(queries)[0] if gather else queries                            # (N B C, D)
+    world = len(all_labels) // b
+    mine = offset * c + torch.arange(b * c, device=labels.device)                      # my queries' rows
+    query_class = torch.arange(len(all_queries), device=labels.device) % c
+    heard, all_heard = labels.flatten() > 0.5, all_labels.flatten() > 0.5              # (B C,), (N B C,)
+    query_positive = all_labels.t()[query_class[mine]] > 0.5                             # (B C, N B)
+    frame_positive = (labels[:, query_class] > 0.5) & all_heard                          # (B, N B C)
+    framed, all_framed = labels.sum(1) > 0, all_labels.sum(1) > 0                        # frames with a label
+    loss = 0
+    for visual in visual_maps:
+        visual = F.normalize(visual, dim=1).to(dtype)
+        query_to_frame, frame_to_query = scores_both_ways(all_queries, mine, visual, gather)
+        loss = loss + (multi_positive_nce(query_to_frame / tau, query_positive, heard).sum()
+                       / (all_heard.sum() / world).clamp_min(1))
+        loss = loss + (multi_positive_nce(frame_to_query / tau, frame_positive, framed).sum()
+                       / (all_framed.sum() / world).clamp_min(1))
+    return loss
+
+
+def semantic_pseudo_labels(pseudo_mask, evidence, labels):
     """Per-pixel pseudo labels (B, S, S) int64: background off the class-agnostic pseudo mask; on it, the class
-    among the video's labels whose (detached) CAM is highest there. pseudo_mask (B, 1, S, S) in {0, 1},
-    class_maps (B, K-1, h, w), labels (B, K) multi-hot (index 0 = background, never set)."""
-    cams = F.interpolate(class_maps.detach(), size=pseudo_mask.shape[-2:], mode="bilinear", align_corners=False)
-    cams = cams.masked_fill(labels[:, 1:, None, None] < 0.5, float("-inf"))            # the video's classes only
-    return torch.where(pseudo_mask[:, 0] > 0.5, cams.argmax(dim=1) + 1, 0)
+    among the video's labels with the most evidence there. pseudo_mask (B, 1, S, S) in {0, 1}, evidence
+    (B, K-1, h, w), labels (B, K) multi-hot (index 0 = background, never set)."""
+    evidence = F.interpolate(evidence, size=pseudo_mask.shape[-2:], mode="bilinear", align_corners=False)
+    evidence = evidence.masked_fill(labels[:, 1:, None, None] < 0.5, float("-inf"))    # the video's classes only
+    return torch.where(pseudo_mask[:, 0] > 0.5, evidence.argmax(dim=1) + 1, 0)
+
+
+@torch.no_grad()
+def class_evidence(out, with_sound):
+    """Where each class is, (B, K-1, S/8, S/8): its CAM, min-max normalised, plus (with_sound: per-class M2ICL
+    trains the class queries) the per-class sound map, as localization_map, in [0, 1] too: both must agree."""
+    cams = out["class_maps"]
+    evidence = minmax_normalise(F.relu(cams))
+    if with_sound:
+        evidence = evidence + localization_map(out["class_audio"], out["visual_maps"], cams.shape[-2:])
+    return evidence
 
 
 def wsavss_loss(out, pseudo_mask, labels, video_ids, cfg, gather=None):
     """Look: multi-label BCE of the visual and the (prompted) audio classifiers against the video's labels.
-    Listen: M2ICL (Eq. 5) and the WS-AVS audio gate on the pseudo mask, as wsavs_loss. Segment: cross-entropy of
-    the K-way decoder against semantic_pseudo_labels."""
+    Listen: M2ICL (Eq. 5), M2ICL per class, and the WS-AVS audio gate on the pseudo mask, as wsavs_loss.
+    Segment: cross-entropy of the K-way decoder against semantic_pseudo_labels."""
     targets = labels[:, 1:]
     parts = {"visual_cls": F.binary_cross_entropy_with_logits(out["visual_logits"], targets),
              "audio_cls": F.binary_cross_entropy_with_logits(out["audio_logits"], targets),
              "avf": cfg.avf_weight * m2icl_loss(out["audio_embed"], out["visual_maps"], video_ids, cfg.tau, gather,
                                                 cfg.mask_same_video)}
+    if cfg.class_avf_weight > 0:
+        parts["class_avf"] = cfg.class_avf_weight * class_m2icl_loss(out["class_audio"], out["visual_maps"], targets,
+                                                                     cfg.tau, gather)
     if cfg.pseudo_gate != "none":
         audio = out["audio_embed"].detach()
         pseudo_mask = audio_gated_pseudo_mask(pseudo_mask, audio, [v.detach() for v in out["visual_maps"]],
                                               gather(audio)[0] if gather else audio,
                                               per_object=cfg.pseudo_gate == "objects")
-    parts["seg"] = F.cross_entropy(out["mask_logits"], semantic_pseudo_labels(pseudo_mask, out["class_maps"], labels))
+    evidence = class_evidence(out, cfg.class_avf_weight > 0)
+    parts["seg"] = F.cross_entropy(out["mask_logits"], semantic_pseudo_labels(pseudo_mask, evidence, labels))
     return sum(parts.values()), {name: value.detach() for name, value in parts.items()}
-

@@ -1,5 +1,6 @@
 """AVSBench-semantic: the synthetic set in the official layout, the reader (video-level labels from the metadata,
 colour masks through the palette), its one-line errors, and the semantic metrics on hand-worked cases."""
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -7,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 import eval as evaluation
@@ -166,6 +168,50 @@ def test_semantic_pseudo_labels_take_the_videos_classes_inside_the_mask():
     assert wsavs.semantic_pseudo_labels(pseudo, cams, labels).tolist() == [[[1, 1, 2, 2, 0, 0]]]
 
 
+def class_m2icl_by_hand(class_audio, visual_maps, labels, tau):
+    """The definition, one anchor at a time: -log(sum over positives of exp(sim / tau) / sum over all)."""
+    b, c, _ = class_audio.shape
+    queries = [(i, k) for i in range(b) for k in range(c)]
+    total = 0.0
+    for visual in visual_maps:
+        def sim(i, k, m):
+            return (F.normalize(class_audio[i, k], dim=0) @ F.normalize(visual[m].flatten(1), dim=0)).max() / tau
+        heard = [(i, k) for i, k in queries if labels[i, k]]
+        for i, k in heard:                                   # a sound's class evidence -> the frames of that class
+            logits = torch.stack([sim(i, k, m) for m in range(b)])
+            positive = torch.tensor([bool(labels[m, k]) for m in range(b)])
+            total += (logits.logsumexp(0) - logits[positive].logsumexp(0)) / len(heard)
+        for m in range(b):                                   # a frame -> the class evidence of sounds that hold it
+            logits = torch.stack([sim(i, k, m) for i, k in queries])
+            positive = torch.tensor([bool(labels[i, k] and labels[m, k]) for i, k in queries])
+            total += (logits.logsumexp(0) - logits[positive].logsumexp(0)) / b
+    return total
+
+
+@pytest.mark.parametrize("b,c,d,sizes", [(3, 2, 4, [(1, 1)]), (4, 3, 5, [(3, 2), (1, 1)]), (2, 5, 3, [(2, 3)])])
+def test_class_m2icl_equals_its_definition(b, c, d, sizes):
+    g = torch.Generator().manual_seed(b * 10 + c)
+    class_audio = torch.randn(b, c, d, generator=g)
+    visual_maps = [torch.randn(b, d, *size, generator=g) for size in sizes]
+    labels = torch.zeros(b, c)
+    labels[torch.arange(b), torch.arange(b) % c] = 1                  # every video one class, some a second
+    labels[0, (1 % c)] = 1
+    got = wsavs.class_m2icl_loss(class_audio, visual_maps, labels, 0.1)
+    torch.testing.assert_close(got, class_m2icl_by_hand(class_audio, visual_maps, labels, 0.1), rtol=1e-5, atol=1e-5)
+
+
+def test_class_evidence_adds_the_class_sound_maps():
+    """Class 1's and 2's CAMs tie on a 1 x 4 frame; the sound's evidence for class 2 points right: with the sound
+    maps the right half goes to class 2, without them argmax keeps class 1 everywhere."""
+    out = {"class_maps": torch.tensor([[1.0, 1, 1, 0], [1.0, 1, 1, 0]])[None, :, None, :],     # (1, 2, 1, 4)
+           "class_audio": torch.tensor([[[1.0, 0], [0, 1]]]),                                     # (1, 2, D=2)
+           "visual_maps": [torch.tensor([[1.0, 1, 0, 0], [0, 0, 1, 1]])[None, :, None, :]]}      # (1, 2, 1, 4)
+    torch.testing.assert_close(wsavs.class_evidence(out, with_sound=False), torch.tensor([[[[1.0, 1, 1, 0]]] * 2]))
+    pseudo, labels = torch.ones(1, 1, 1, 4), torch.tensor([[0.0, 1, 1]])
+    assert wsavs.semantic_pseudo_labels(pseudo, wsavs.class_evidence(out, False), labels).tolist() == [[[1, 1, 1, 1]]]
+    assert wsavs.semantic_pseudo_labels(pseudo, wsavs.class_evidence(out, True), labels).tolist() == [[[1, 1, 2, 2]]]
+
+
 def test_wsavss_trains_and_predicts_three_class_maps():
     cfg = preset_config("small", dim=16, decoder_dim=8, img_size=64)
     torch.manual_seed(0)
@@ -178,8 +224,12 @@ def test_wsavss_trains_and_predicts_three_class_maps():
     pseudo[:, :, 16:48, 16:48] = 1
     loss, parts = wsavs.wsavss_loss(out, pseudo, labels, torch.arange(4), cfg)
     loss.backward()
-    assert set(parts) == {"visual_cls", "audio_cls", "avf", "seg"} and torch.isfinite(loss)
+    assert set(parts) == {"visual_cls", "audio_cls", "avf", "class_avf", "seg"} and torch.isfinite(loss)
     assert model.class_head.weight.grad.abs().sum() > 0 and model.audio_class_head.weight.grad.abs().sum() > 0
+    assert model.class_gates.grad.abs().sum() > 0
+    look_only = dataclasses.replace(cfg, class_avf_weight=0.0)
+    assert set(wsavs.wsavss_loss(model(image, audio), pseudo, labels, torch.arange(4), look_only)[1]) == \
+        {"visual_cls", "audio_cls", "avf", "seg"}
     predictions = model.eval().predict_classes(image, audio)
     assert set(predictions) == {"wsavss", "decoder", "top_class", "cam"}
     assert all(p.shape == (4, 64, 64) and p.dtype == torch.int64 and 0 <= p.min() and p.max() < 5

@@ -21,7 +21,8 @@ import eval as evaluation
 import train
 from data import SAMPLE_RATE, AVSBench, log_spectrogram, synthesize
 from test_train_eval import TINY, error_of, run_script
-from wsavs import WSAVS, PseudoMaskNet, c2am_step_loss, m2icl_loss, preset_config, wsavs_loss
+from wsavs import (WSAVS, WSAVSS, PseudoMaskNet, c2am_step_loss, m2icl_loss, preset_config, wsavs_loss,
+                   wsavss_loss)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -30,9 +31,10 @@ REPO = Path(__file__).resolve().parent.parent
 CFG = preset_config("small", dim=16, decoder_dim=8, img_size=64, tau=0.03)
 
 
-def small_model():
+def small_model(method):
     torch.manual_seed(0)
-    return WSAVS(CFG).eval()          # BatchNorm on running statistics: per-process batches do not change it
+    model = WSAVSS(CFG, num_classes=4) if method == "wsavss" else WSAVS(CFG)
+    return model.eval()          # BatchNorm on running statistics: per-process batches do not change it
 
 
 def global_batch():
@@ -40,22 +42,26 @@ def global_batch():
     images, audio = torch.randn(6, 3, 64, 64, generator=g), torch.randn(6, 1, 257, 300, generator=g)
     pseudo = (torch.rand(6, 1, 64, 64, generator=g) > 0.5).float()
     video_ids = torch.tensor([0, 1, 2, 3, 0, 2])      # frames of videos 0 and 2 on both ranks: masked across ranks
-    return images, audio, pseudo, video_ids
+    labels = torch.tensor([[0.0, 1, 0, 0], [0, 0, 1, 1], [0, 0, 0, 1], [0, 1, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1]])
+    return images, audio, pseudo, video_ids, labels   # labels: AVSS's multi-hot, one or two classes a video
 
 
-def loss_and_grads(model, shard, gather):
-    images, audio, pseudo, video_ids = (x[shard] for x in global_batch())
-    loss, _ = wsavs_loss(model(images, audio), pseudo, video_ids, CFG, gather=gather)
+def loss_and_grads(method, model, shard, gather):
+    images, audio, pseudo, video_ids, labels = (x[shard] for x in global_batch())
+    if method == "wsavss":         # semantic: M2ICL per class gathers queries and labels too
+        loss, _ = wsavss_loss(model(images, audio), pseudo, labels, video_ids, CFG, gather=gather)
+    else:
+        loss, _ = wsavs_loss(model(images, audio), pseudo, video_ids, CFG, gather=gather)
     loss.backward()
     grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
     return loss.detach(), grads
 
 
-def rank_worker(rank, world, init_file, result_file):
+def rank_worker(rank, world, init_file, result_file, method):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     torch.set_num_threads(1)
-    model = DistributedDataParallel(small_model())
-    loss, grads = loss_and_grads(model, slice(3 * rank, 3 * rank + 3), train.gather_across_ranks)
+    model = DistributedDataParallel(small_model(method))
+    loss, grads = loss_and_grads(method, model, slice(3 * rank, 3 * rank + 3), train.gather_across_ranks)
     dist.all_reduce(loss)
     if rank == 0:                      # DDP has averaged the gradients over ranks
         torch.save({"loss": loss / world, "grads": {k.removeprefix("module."): v for k, v in grads.items()}},
@@ -63,10 +69,11 @@ def rank_worker(rank, world, init_file, result_file):
     dist.destroy_process_group()
 
 
-def test_two_processes_equal_one_with_the_global_batch(tmp_path):
-    mp.spawn(rank_worker, args=(2, str(tmp_path / "rendezvous"), str(tmp_path / "result.pt")), nprocs=2)
+@pytest.mark.parametrize("method", ["wsavs", "wsavss"])
+def test_two_processes_equal_one_with_the_global_batch(tmp_path, method):
+    mp.spawn(rank_worker, args=(2, str(tmp_path / "rendezvous"), str(tmp_path / "result.pt"), method), nprocs=2)
     result = torch.load(tmp_path / "result.pt", weights_only=True)
-    loss, grads = loss_and_grads(small_model(), slice(0, 6), None)
+    loss, grads = loss_and_grads(method, small_model(method), slice(0, 6), None)
     torch.testing.assert_close(result["loss"], loss, rtol=1e-5, atol=1e-6)
     assert set(result["grads"]) == set(grads)
     for name, grad in grads.items():
@@ -254,9 +261,9 @@ def test_resume_with_other_flags_is_refused(root, tmp_path):
 
 
 def test_silent_audio_gives_finite_everything():
-    model = small_model().train()
+    model = small_model("wsavs").train()
     silence = log_spectrogram(np.zeros(5 * SAMPLE_RATE, dtype=np.float32), SAMPLE_RATE, centre_s=2.5)
-    images, _, pseudo, video_ids = global_batch()
+    images, _, pseudo, video_ids, _ = global_batch()
     out = model(images, silence.expand(6, -1, -1, -1))
     loss, _ = wsavs_loss(out, pseudo, video_ids, CFG)
     loss.backward()
