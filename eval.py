@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader
 
-from data import (AVSS_SETS, AVSS, BENCHMARKS, MAP_SIZE, SAMPLE_RATE, S4_CATEGORIES, AVSBench, DataError,
+from data import (AVSS_FRAMES, AVSS_SETS, AVSS, BENCHMARKS, MAP_SIZE, SAMPLE_RATE, S4_CATEGORIES, AVSBench, DataError,
                   LocalisationSet, load_class_mask, png_size, voc_palette, collate, device_name, error_line,
                   frames_clip,
                   image_tensor, log_spectrogram, non_negative_int, positive_int, progress, read_frame,
@@ -241,18 +241,36 @@ SEMANTIC_PREDICTIONS = ("wsavss", "decoder", "top_class", "cam")    # WSAVSS.pre
                                                                     # decoder alone, two baselines
 
 
+OFFICIAL_SIZE = 224    # the official AVSS loader resizes frames, and colour masks (NEAREST), to 224 x 224 ...
+OFFICIAL_CLIP = 10     # ... and pads 5-frame clips (v1s, v1m) to 10: black frames, zeroed sound, all background
+
+
+def at_official_size(classes):
+    """Class indices (H, W) -> (224, 224) as the official loader resizes the colour mask: PIL's NEAREST, which
+    is torch's nearest-exact (pixel centres), then decodes it."""
+    size = (OFFICIAL_SIZE, OFFICIAL_SIZE)
+    return F.interpolate(classes[None, None].float(), size=size, mode="nearest-exact")[0, 0].long()
+
+
 @torch.no_grad()
-def evaluate_semantic(model, loader, num_classes, device, keep_videos=2):
-    """A WSAVSS checkpoint's class maps (SEMANTIC_PREDICTIONS), each scored at the ground truth's size (nearest)
-    with SemanticScores. Returns ({name: summary}, {key: {name: (H, W)}} of the first labelled frame of the
-    first keep_videos videos of each set (v1s, v1m, v2), for the figure)."""
+def evaluate_semantic(model, loader, dataset, device, keep_videos=2):
+    """A WSAVSS checkpoint's class maps (SEMANTIC_PREDICTIONS) of the AVSS split `dataset` (the loader's
+    frames, whatever their sound), each scored with SemanticScores two ways: at the
+    ground truth's own size (nearest), and as the official scripts do ("official_loader": frames and masks at
+    224 x 224, and each 5-frame clip's 5 padding frames scored too, each the prediction for a zero frame with a
+    zero spectrogram, the analogue of their black frame with a zeroed audio feature, against all background; on
+    val and test, where every frame is labelled). Returns ({name: summary with "official_loader"}, {key:
+    {name: (H, W)}} of the first labelled frame of the first keep_videos videos of each set, for the figure)."""
     model.eval()
+    num_classes = len(dataset.classes)
     scores = {name: SemanticScores(num_classes) for name in SEMANTIC_PREDICTIONS}
-    kept, videos = {}, []
+    official = {} if dataset.split == "train" else {name: SemanticScores(num_classes) for name in SEMANTIC_PREDICTIONS}
+    kept, videos, audio_shape = {}, [], None
     for batch in progress(loader, desc="semantic"):
         rows = [i for i, has in enumerate(batch["has_mask"].tolist()) if has]
         if not rows:
             continue
+        audio_shape = batch["audio"].shape[1:]
         predictions = model.predict_classes(batch["image"][rows].to(device), batch["audio"][rows].to(device))
         for k, i in enumerate(rows):
             gt = batch["class_mask"][i][0]
@@ -261,10 +279,25 @@ def evaluate_semantic(model, loader, num_classes, device, keep_videos=2):
             for name, pred in predictions.items():
                 p = F.interpolate(pred[k][None, None].float().cpu(), size=gt.shape, mode="nearest")[0, 0].long()
                 scores[name].add(p[None], gt[None])
+                if official:
+                    official[name].add(at_official_size(pred[k].cpu())[None], at_official_size(gt)[None])
                 avss_set = batch["video"][i].split("/")[0]
                 if first and sum(v.split("/")[0] == avss_set for v in videos) <= keep_videos:
                     kept.setdefault(batch["key"][i], {})[name] = p.numpy()
-    return {name: score.summary() for name, score in scores.items()}, kept
+    padding = sum(OFFICIAL_CLIP - AVSS_FRAMES[video.split("/")[0]] for video in dataset.videos)
+    if official and padding and audio_shape is not None:
+        size = (dataset.img_size, dataset.img_size)
+        blank = model.predict_classes(torch.zeros(1, 3, *size, device=device), torch.zeros(1, *audio_shape, device=device))
+        background = torch.zeros(OFFICIAL_SIZE, OFFICIAL_SIZE, dtype=torch.long)
+        for name, pred in blank.items():
+            pred = at_official_size(pred[0].cpu())
+            for _ in range(padding):
+                official[name].add(pred[None], background[None])
+    results = {name: score.summary() for name, score in scores.items()}
+    for name, score in official.items():
+        results[name]["official_loader"] = {**score.summary(), "padding_frames": padding,
+                                            "protocol": "as the official scripts: 224 x 224, padding frames scored"}
+    return results, kept
 
 
 def save_semantic_figure(dataset, kept, path):
@@ -299,6 +332,10 @@ def report_semantic(results, dataset, kept, out_dir):
               f"{r['classes']} classes)   present: mIoU {100 * r['miou_present']:6.2f}  F "
               f"{100 * r['fscore_present']:6.2f}"
               f"   pooled: mIoU {100 * r['miou_pooled']:6.2f}")
+        if "official_loader" in r:
+            o = r["official_loader"]
+            print(f"  {'':19s} as the official loader (224 x 224, {o['padding_frames']} padding frames): mIoU "
+                  f"{100 * o['miou']:6.2f}  F {100 * o['fscore']:6.2f}")
     print(f"wrote {out_dir / 'semantic.png'}")
 
 
@@ -861,7 +898,7 @@ def main(argv=None):
         preds = scores.predictions
     result = report(scores, dataset, out_dir, args.overlays, args.worst, about, args.fscore_grouping)
     if dataset.subset == "avss" and not args.pred_dir:
-        semantic, kept = evaluate_semantic(model, loader, len(dataset.classes), device)
+        semantic, kept = evaluate_semantic(model, loader, dataset, device)
         report_semantic(semantic, dataset, kept, out_dir)
         result["semantic"] = semantic
     if args.save_preds:

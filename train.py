@@ -60,7 +60,7 @@ import eval as evaluation
 from data import (AVSS_SETS, SPLITS, SUBSET_DIRS, SYNTH_MARKER, AVSS, AVSBench, DataError, checked, collate, device_name,
                   error_line, non_negative_int, positive_int, progress, synthesize, synthetic_stamp,
                   writable_folder, write_mask_png)
-from wsavs import (PMR_FIELDS, PMR_VERSION, PRESETS, RANGES, Config, PretrainedWeightsError, PseudoMaskNet,
+from wsavs import (CHOICES, PMR_FIELDS, PMR_VERSION, PRESETS, RANGES, Config, PretrainedWeightsError, PseudoMaskNet,
                    border_activation, c2am_step_loss, check_range, decide_polarity, differences, m2icl_loss,
                    preset_config, pseudo_masks, saliency_step_loss, wsavs_loss, wsavss_loss)
 
@@ -94,11 +94,12 @@ CONFIG_FLAGS = {
                       "saliency head", None),
     "crf_iterations": ("mean-field iterations of the dense CRF that refines the saliency head's cues; 0 = none",
                        None),
-    "class_avf_weight": ("--method wsavss: weight of per-class M2ICL; 0 = semantic pseudo labels from the CAMs "
-                         "alone", None),
+    "class_avf_weight": ("--method wsavss: weight of M2ICL per class (0: off)", None),
+    "class_evidence": ("--method wsavss: where a class is, for its pseudo labels: its CAM, or CAM + the map of the "
+                       "sound's evidence for it", None),
     "pseudo_gate": ("none: train on the Eq. 6 pseudo masks; audio / objects: keep their pixels / their connected "
-                    "components where the sound's M2ICL map points", ["none", "audio", "objects"]),
-    "augment": ("training frames: crop-flip (resize 1.1x, random crop, flip) or flip", ["crop-flip", "flip"]),
+                    "components where the sound's M2ICL map points", None),
+    "augment": ("training frames: crop-flip (resize 1.1x, random crop, flip) or flip", None),
     "epochs": ("WS-AVS training epochs", None),
     "batch_size": ("frames per batch and process; also the M2ICL negatives", None),
     "lr": ("Adam learning rate (both phases)", None),
@@ -114,6 +115,7 @@ def add_config_flags(p):
     group = p.add_argument_group("recipe (default: the --preset's value; `paper` / `small` shown)")
     for field in fields(Config):
         text, choices = CONFIG_FLAGS[field.name]
+        choices = choices or CHOICES.get(field.name)
         flag = "--" + field.name.replace("_", "-")
         values = " / ".join(str(getattr(PRESETS[name], field.name)) for name in PRESETS)
         if field.type in (bool, "bool"):
@@ -803,7 +805,7 @@ def run(args, rank, world, device):
         evaluation.report(scores, test_set, out / "eval-best-test", n_sample=8, n_worst=8, about=about)
         if args.method == "wsavss":
             semantic, kept = evaluation.evaluate_semantic(model, loader(test_set, cfg.batch_size, args.workers),
-                                                          len(test_set.classes), device)
+                                                          test_set, device)
             evaluation.report_semantic(semantic, test_set, kept, out / "eval-best-test")
         print(f"done in {(time.time() - started) / 60:.1f} min")
 

@@ -52,7 +52,8 @@ class Config:
     pseudo_gate: str = "none"           # none: Eq. 6 masks as they are; audio / objects: their pixels / connected
                                         # components kept where the sound's M2ICL map points
     # semantic masks (AVSS, section 8; our design)
-    class_avf_weight: float = 1.0       # weight of per-class M2ICL; 0 = pseudo labels from the CAMs alone
+    class_avf_weight: float = 1.0       # weight of M2ICL per class (0: off)
+    class_evidence: str = "cam+sound"   # where a class is, for its pseudo labels: its CAM, or CAM + its sound map
     # optimisation (paper 4.1)
     augment: str = "crop-flip"          # training frames: crop-flip (resize 1.1x, random crop, flip; release) or flip
     epochs: int = 20
@@ -93,6 +94,9 @@ RANGES = {"audio_stem_stride": (1, None, False), "projection_dropout": (0.0, 0.9
           "equivariance": (0.0, None, False), "cue_threshold": (0.0, 1.0, True), "crf_iterations": (0, None, False),
           "epochs": (1, None, False), "batch_size": (2, None, False), "lr": (0.0, None, False)}
 
+CHOICES = {"pseudo_gate": ("none", "audio", "objects"), "augment": ("flip", "crop-flip"),
+           "class_evidence": ("cam", "cam+sound")}
+
 
 def check_range(name, value):
     """ValueError unless a numeric Config field's value is within RANGES."""
@@ -115,9 +119,9 @@ def preset_config(preset, **overrides):
             check_range(name, getattr(cfg, name))
         except ValueError as exc:
             raise ValueError(f"{name} {exc}") from None
-    if cfg.pseudo_gate not in ("none", "audio", "objects") or cfg.augment not in ("flip", "crop-flip"):
-        raise ValueError(f"pseudo_gate must be none|audio|objects and augment flip|crop-flip, got {cfg.pseudo_gate!r}, "
-                         f"{cfg.augment!r}")
+    for name, allowed in CHOICES.items():
+        if getattr(cfg, name) not in allowed:
+            raise ValueError(f"{name} must be {'|'.join(allowed)}, got {getattr(cfg, name)!r}")
     return cfg
 
 
@@ -818,12 +822,13 @@ def semantic_pseudo_labels(pseudo_mask, evidence, labels):
 
 
 @torch.no_grad()
-def class_evidence(out, with_sound):
-    """Where each class is, (B, K-1, S/8, S/8): its CAM, min-max normalised, plus (with_sound: per-class M2ICL
-    trains the class queries) the per-class sound map, as localization_map, in [0, 1] too: both must agree."""
+def class_evidence(out, kind):
+    """Where each class is, (B, K-1, S/8, S/8): its CAM, min-max normalised ("cam"), plus ("cam+sound") the map of
+    the sound's evidence for the class, as localization_map, in [0, 1] too, so that both must agree. Without
+    M2ICL per class every class's sound evidence is the same map, which leaves the argmax to the CAMs."""
     cams = out["class_maps"]
     evidence = minmax_normalise(F.relu(cams))
-    if with_sound:
+    if kind == "cam+sound":
         evidence = evidence + localization_map(out["class_audio"], out["visual_maps"], cams.shape[-2:])
     return evidence
 
@@ -845,6 +850,6 @@ def wsavss_loss(out, pseudo_mask, labels, video_ids, cfg, gather=None):
         pseudo_mask = audio_gated_pseudo_mask(pseudo_mask, audio, [v.detach() for v in out["visual_maps"]],
                                               gather(audio)[0] if gather else audio,
                                               per_object=cfg.pseudo_gate == "objects")
-    evidence = class_evidence(out, cfg.class_avf_weight > 0)
+    evidence = class_evidence(out, cfg.class_evidence)
     parts["seg"] = F.cross_entropy(out["mask_logits"], semantic_pseudo_labels(pseudo_mask, evidence, labels))
     return sum(parts.values()), {name: value.detach() for name, value in parts.items()}

@@ -14,7 +14,7 @@ from PIL import Image
 import eval as evaluation
 import train
 import wsavs
-from data import AVSS, AVSS_DIR, DataError, collate, synthesize_avss, voc_palette
+from data import AVSS, AVSS_DIR, DataError, collate, load_class_mask, synthesize_avss, voc_palette
 from test_train_eval import TINY, error_line, run_script
 from wsavs import preset_config
 
@@ -158,6 +158,20 @@ def test_pred_dir_of_perfect_predictions(avss_root, tmp_path, kind):
     assert result["miou"] == pytest.approx(result["classes_seen"] / 7)      # the official mean: unseen count 0
 
 
+@pytest.mark.parametrize("width,height", [(63, 47), (224, 224), (300, 180), (17, 250)])
+def test_official_size_resizes_as_the_official_loader(tmp_path, width, height):
+    """Class maps resized as AVSS's loader resizes the colour PNG (PIL NEAREST to 224 x 224) and decodes it."""
+    palette = voc_palette(7)
+    classes = torch.randint(0, 7, (height, width), generator=torch.Generator().manual_seed(width))
+    png = tmp_path / "mask.png"
+    Image.fromarray(palette[classes.numpy()].astype(np.uint8)).save(png)
+    resized = tmp_path / "resized.png"
+    Image.open(png).convert("RGB").resize((224, 224), Image.NEAREST).save(resized)
+    codes = voc_palette(7).astype(np.int64) @ np.array([1 << 16, 1 << 8, 1])
+    expected = load_class_mask(resized, (224, 224), codes)[0]
+    assert torch.equal(evaluation.at_official_size(classes), expected)
+
+
 def test_semantic_pseudo_labels_take_the_videos_classes_inside_the_mask():
     """Pseudo mask on columns 0-3 of a 1 x 6 frame; class 1's CAM is high left, class 2's right, class 3's
     highest everywhere but it is not among the video's labels."""
@@ -206,10 +220,10 @@ def test_class_evidence_adds_the_class_sound_maps():
     out = {"class_maps": torch.tensor([[1.0, 1, 1, 0], [1.0, 1, 1, 0]])[None, :, None, :],     # (1, 2, 1, 4)
            "class_audio": torch.tensor([[[1.0, 0], [0, 1]]]),                                     # (1, 2, D=2)
            "visual_maps": [torch.tensor([[1.0, 1, 0, 0], [0, 0, 1, 1]])[None, :, None, :]]}      # (1, 2, 1, 4)
-    torch.testing.assert_close(wsavs.class_evidence(out, with_sound=False), torch.tensor([[[[1.0, 1, 1, 0]]] * 2]))
+    torch.testing.assert_close(wsavs.class_evidence(out, "cam"), torch.tensor([[[[1.0, 1, 1, 0]]] * 2]))
     pseudo, labels = torch.ones(1, 1, 1, 4), torch.tensor([[0.0, 1, 1]])
-    assert wsavs.semantic_pseudo_labels(pseudo, wsavs.class_evidence(out, False), labels).tolist() == [[[1, 1, 1, 1]]]
-    assert wsavs.semantic_pseudo_labels(pseudo, wsavs.class_evidence(out, True), labels).tolist() == [[[1, 1, 2, 2]]]
+    assert wsavs.semantic_pseudo_labels(pseudo, wsavs.class_evidence(out, "cam"), labels).tolist() == [[[1, 1, 1, 1]]]
+    assert wsavs.semantic_pseudo_labels(pseudo, wsavs.class_evidence(out, "cam+sound"), labels).tolist() == [[[1, 1, 2, 2]]]
 
 
 def test_wsavss_trains_and_predicts_three_class_maps():
@@ -248,6 +262,10 @@ def test_train_and_eval_wsavss_on_avss(avss_root, tmp_path):
     assert ckpt["classes"][0] == "background" and len(ckpt["classes"]) == 7
     metrics = json.loads((out / "eval-best-test" / "metrics.json").read_text())
     assert set(metrics["semantic"]) == {"wsavss", "decoder", "top_class", "cam"} and 0 <= metrics["miou"] <= 1
+    test = AVSS(avss_root, "test")
+    official = metrics["semantic"]["wsavss"]["official_loader"]     # 5 padding frames for each 5-frame clip
+    assert official["padding_frames"] == 5 * sum(not v.startswith("v2/") for v in test.videos) > 0
+    assert 0 <= official["miou"] <= 1 and official["miou"] != metrics["semantic"]["wsavss"]["miou"]
     assert (out / "eval-best-test" / "semantic.png").is_file()
     again = evaluation.main([str(out / "best.pt"), "--out", str(tmp_path / "ev"), "--workers", "0", "--overlays", "1",
                              "--worst", "0"])
