@@ -53,7 +53,7 @@ class Config:
                                         # components kept where the sound's M2ICL map points
     # semantic masks (AVSS, section 8; our design)
     class_avf_weight: float = 1.0       # weight of M2ICL per class (0: off)
-    class_evidence: str = "cam+sound"   # where a class is, for its pseudo labels: its CAM, or CAM + its sound map
+    class_evidence: str = "cam"         # where a class is, for its pseudo labels: its CAM, or CAM + its sound map
     # optimisation (paper 4.1)
     augment: str = "crop-flip"          # training frames: crop-flip (resize 1.1x, random crop, flip; release) or flip
     epochs: int = 20
