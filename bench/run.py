@@ -25,7 +25,6 @@ import math
 import os
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,7 +40,7 @@ sys.path.insert(0, str(REPO))
 import eval as evaluation                                        # noqa: E402
 import train                                                     # noqa: E402
 from data import (SUBSET_DIRS, SYNTH_MARKER, AVSBench, collate, load_mask, read_frame, synthesize,  # noqa: E402
-                  synthetic_stamp)
+                  error_line, synthetic_stamp)
 from wsavs import PRESETS, SCALE_FIELDS, Config, PseudoMaskNet, class_agnostic_map, differences  # noqa: E402
 
 TABLE1 = {"AVS (ws)": ["--method", "avs-ws"], "CAM": ["--method", "cam"], "EZ-VSL": ["--method", "ezvsl"],
@@ -114,13 +113,13 @@ class Bench:
             phase1 = REPO / self.args.runs / tag / subset / f"pmr-{recipe_hash.hexdigest()[:10]}"
             command += ["--pseudo-masks", str(phase1)]
         out.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "train.py", *command, "--out", str(out), "--overwrite"]  # an unfinished run
+        command = [*command, "--out", str(out), "--overwrite"]  # --overwrite: an unfinished run
         started = time.time()
-        with open(out / "train.log", "w") as f:
-            subprocess.run(command, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, check=True)
+        with open(out / "train.log", "w") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+            train.main(command)                                   # `python train.py ...`, in this process
         record = {"row": name, "out": os.path.relpath(out, REPO), "seed": seed,
                   "pseudo_masks": phase1 and os.path.relpath(phase1, REPO),
-                  "command": " ".join(["python", *map(shlex.quote, command[1:])]),
+                  "command": " ".join(["python", "train.py", *map(shlex.quote, command)]),
                   "train_minutes": (time.time() - started) / 60}
         for audio in ("true", "swap", "silent"):                  # `python eval.py ...`, in this process
             with open(out / f"eval-{audio}.log", "w") as f, contextlib.redirect_stdout(f):
@@ -323,4 +322,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except train.ERRORS as e:
+        sys.exit(f"error: {error_line(e)}")

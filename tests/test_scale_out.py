@@ -189,7 +189,8 @@ def final_state(out):
 
 
 def test_kill_9_then_resume_equals_an_uninterrupted_run(root, tmp_path):
-    flags = ["--epochs", "2", "--save-every", "1", "--batch-size", "3"]
+    # one phase 1 for both runs: phase 2 starts from the same weights whether phase 1 ran or was reused
+    flags = ["--epochs", "2", "--save-every", "1", "--batch-size", "3", "--pseudo-masks", str(tmp_path / "pmr")]
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     subprocess.run([sys.executable, *train_args(root, whole, *flags)], cwd=REPO, check=True, capture_output=True)
 
