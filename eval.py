@@ -254,12 +254,12 @@ def at_official_size(classes):
 
 @torch.no_grad()
 def evaluate_semantic(model, loader, dataset, device, keep_videos=2):
-    """A WSAVSS checkpoint's class maps (SEMANTIC_PREDICTIONS) of the AVSS split `dataset` (the loader's
-    frames, whatever their sound), each scored with SemanticScores two ways: at the
-    ground truth's own size (nearest), and as the official scripts do ("official_loader": frames and masks at
-    224 x 224, and each 5-frame clip's 5 padding frames scored too, each the prediction for a zero frame with a
-    zero spectrogram, the analogue of their black frame with a zeroed audio feature, against all background; on
-    val and test, where every frame is labelled). Returns ({name: summary with "official_loader"}, {key:
+    """A WSAVSS checkpoint's class maps (SEMANTIC_PREDICTIONS) of the AVSS split `dataset` (the loader's frames,
+    whatever their sound), each scored with SemanticScores two ways: at the ground truth's own size (nearest),
+    and as the official scripts do ("official_loader": frames and masks at 224 x 224, and each 5-frame clip's 5
+    padding frames scored too, each the prediction for a zero frame with a zero spectrogram, the analogue of
+    their black frame with a zeroed audio feature, against all background; on val and test, where every frame
+    is labelled). Returns ({name: summary with "official_loader"}, {key:
     {name: (H, W)}} of the first labelled frame of the first keep_videos videos of each set, for the figure)."""
     model.eval()
     num_classes = len(dataset.classes)
@@ -287,7 +287,8 @@ def evaluate_semantic(model, loader, dataset, device, keep_videos=2):
     padding = sum(OFFICIAL_CLIP - AVSS_FRAMES[video.split("/")[0]] for video in dataset.videos)
     if official and padding and audio_shape is not None:
         size = (dataset.img_size, dataset.img_size)
-        blank = model.predict_classes(torch.zeros(1, 3, *size, device=device), torch.zeros(1, *audio_shape, device=device))
+        blank = model.predict_classes(torch.zeros(1, 3, *size, device=device),
+                                      torch.zeros(1, *audio_shape, device=device))
         background = torch.zeros(OFFICIAL_SIZE, OFFICIAL_SIZE, dtype=torch.long)
         for name, pred in blank.items():
             pred = at_official_size(pred[0].cpu())

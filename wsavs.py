@@ -90,9 +90,10 @@ PMR_FIELDS = ("backbone", "pretrained", "dim", "decoder_dim", "img_size", "pmr_e
 # two frames: M2ICL and C2AM contrast each frame with the others.
 RANGES = {"audio_stem_stride": (1, None, False), "projection_dropout": (0.0, 0.99, False), "dim": (1, None, False),
           "decoder_dim": (1, None, False), "img_size": (32, None, False), "fusion_stages": (1, 4, False),
-          "tau": (0.0, None, True), "avf_weight": (0.0, None, False), "class_avf_weight": (0.0, None, False), "pmr_epochs": (1, None, False),
+          "tau": (0.0, None, True), "avf_weight": (0.0, None, False), "pmr_epochs": (1, None, False),
           "equivariance": (0.0, None, False), "cue_threshold": (0.0, 1.0, True), "crf_iterations": (0, None, False),
-          "epochs": (1, None, False), "batch_size": (2, None, False), "lr": (0.0, None, False)}
+          "class_avf_weight": (0.0, None, False), "epochs": (1, None, False), "batch_size": (2, None, False),
+          "lr": (0.0, None, False)}
 
 CHOICES = {"pseudo_gate": ("none", "audio", "objects"), "augment": ("flip", "crop-flip"),
            "class_evidence": ("cam", "cam+sound")}
@@ -715,9 +716,9 @@ class EZVSL(nn.Module):
 #    evidence as a prompt, so it decides which of the visible classes sound. Listen before segmenting: the
 #    sound's evidence for each class (the audio embedding through a learned per-class channel gate) is aligned
 #    with image regions by M2ICL per class; the class-agnostic sounding mask of WS-AVS (Eq. 6 pseudo mask, gated
-#    by the sound's M2ICL map) is split into the video's classes where their CAM and their per-class sound map
-#    agree most, and a K-way decoder learns those per-pixel pseudo labels; at test time its argmax is taken among
-#    the classes the audio classifier hears.
+#    by the sound's M2ICL map) is split into the video's classes by their CAMs (plus their per-class sound maps
+#    with class_evidence "cam+sound", which validation did not choose), and a K-way decoder learns those
+#    per-pixel pseudo labels; at test time its argmax is taken among the classes the audio classifier hears.
 
 class WSAVSS(WSAVS):
     """WS-AVS with a K-way decoder (background + K - 1 classes) and the two classifiers."""

@@ -222,8 +222,8 @@ def test_class_evidence_adds_the_class_sound_maps():
            "visual_maps": [torch.tensor([[1.0, 1, 0, 0], [0, 0, 1, 1]])[None, :, None, :]]}      # (1, 2, 1, 4)
     torch.testing.assert_close(wsavs.class_evidence(out, "cam"), torch.tensor([[[[1.0, 1, 1, 0]]] * 2]))
     pseudo, labels = torch.ones(1, 1, 1, 4), torch.tensor([[0.0, 1, 1]])
-    assert wsavs.semantic_pseudo_labels(pseudo, wsavs.class_evidence(out, "cam"), labels).tolist() == [[[1, 1, 1, 1]]]
-    assert wsavs.semantic_pseudo_labels(pseudo, wsavs.class_evidence(out, "cam+sound"), labels).tolist() == [[[1, 1, 2, 2]]]
+    for kind, expected in (("cam", [[[1, 1, 1, 1]]]), ("cam+sound", [[[1, 1, 2, 2]]])):
+        assert wsavs.semantic_pseudo_labels(pseudo, wsavs.class_evidence(out, kind), labels).tolist() == expected
 
 
 def test_wsavss_trains_and_predicts_three_class_maps():

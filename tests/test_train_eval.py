@@ -13,7 +13,7 @@ import torch
 import eval as evaluation
 import train
 from data import DataError, synthesize
-from wsavs import PRESETS, SCALE_FIELDS, differences
+from wsavs import PRESETS, SCALE_FIELDS, differences, preset_config
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--epochs", "1", "--pmr-epochs", "1", "--batch-size", "6", "--img-size", "64", "--backbone", "resnet18",
@@ -249,6 +249,14 @@ def test_presets_and_flags():
         f: getattr(PRESETS["small"], f) for f in SCALE_FIELDS}), "small") | {"avf_weight": 0.03}
     assert train.parse_args(["--no-pretrained"]).cfg.audio_pretrained is False
     assert train.parse_args(["--no-pretrained", "--audio-pretrained"]).cfg.audio_pretrained is True
+    semantic = train.parse_args(["--class-avf-weight", "0.5", "--class-evidence", "cam+sound"]).cfg
+    assert (semantic.class_avf_weight, semantic.class_evidence) == (0.5, "cam+sound")
+
+
+@pytest.mark.parametrize("field,value", [("class_evidence", "sound"), ("pseudo_gate", "pixels"), ("augment", "crop")])
+def test_config_choices_are_checked(field, value):
+    with pytest.raises(ValueError, match=f"{field} must be .*got '{value}'"):
+        preset_config("paper", **{field: value})
 
 
 def test_paper_preset_is_the_table_of_choices():
