@@ -35,7 +35,8 @@ writes checkpoints and logs. A process that fails stops every process within sec
           stage; mask = the audio-visual cosine map, normalised
   c2am    phase 1 alone; mask = the Eq. 6 pseudo mask of the frame (class-agnostic map + saliency)
   wsavss  semantic masks on AVSBench-semantic (--subset avss) from its video-level labels (wsavs.py section 8):
-          phase 1 as wsavs, then WS-AVS with a per-class decoder and two classifiers of the video's labels
+          phase 1 as wsavs, then WS-AVS with a per-class decoder, two classifiers of the video's labels and
+          M2ICL per class
 """
 import argparse
 import datetime
