@@ -274,13 +274,14 @@ def evaluate_semantic(model, loader, dataset, device, keep_videos=2):
         predictions = model.predict_classes(batch["image"][rows].to(device), batch["audio"][rows].to(device))
         for k, i in enumerate(rows):
             gt = batch["class_mask"][i][0]
+            gt_official = at_official_size(gt) if official else None
             first = batch["video"][i] not in videos
             videos += [batch["video"][i]] if first else []
             for name, pred in predictions.items():
                 p = F.interpolate(pred[k][None, None].float().cpu(), size=gt.shape, mode="nearest")[0, 0].long()
                 scores[name].add(p[None], gt[None])
                 if official:
-                    official[name].add(at_official_size(pred[k].cpu())[None], at_official_size(gt)[None])
+                    official[name].add(at_official_size(pred[k].cpu())[None], gt_official[None])
                 avss_set = batch["video"][i].split("/")[0]
                 if first and sum(v.split("/")[0] == avss_set for v in videos) <= keep_videos:
                     kept.setdefault(batch["key"][i], {})[name] = p.numpy()
